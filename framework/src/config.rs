@@ -1,0 +1,531 @@
+//! Runtime configuration: one struct, defaults in one place, validated at startup.
+//!
+//! Build it in code ([`Config::new`] and the `with_*` setters), deserialize it (serde, unknown
+//! fields rejected), or overlay environment variables with [`Config::with_env`]
+//! (`EXACTLY_APPLICATION_ID`, `EXACTLY_BROKERS`, ... and `EXACTLY_KAFKA_<PROPERTY>` for raw
+//! librdkafka properties, `_` standing for `.`).
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The delivery guarantee of a pipeline. The same pipeline code runs under each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Output, state changes and consumed offsets commit together in one Kafka transaction.
+    /// Nothing is lost or duplicated for `read_committed` readers, across crashes and
+    /// rebalances.
+    #[default]
+    ExactlyOnce,
+    /// Offsets are committed after the output of the records before them is acknowledged.
+    /// Nothing is lost; after a crash or a failed commit the records since the last commit are
+    /// processed (and written) again.
+    AtLeastOnce,
+    /// The Kafka client commits consumed offsets in the background every 5 s, whatever was
+    /// written. A crash can lose records (offset committed, output not yet written) or
+    /// duplicate them. Offered to show the difference, never as a default.
+    AutoCommit,
+}
+
+impl std::str::FromStr for Guarantee {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.replace('-', "_").to_ascii_lowercase().as_str() {
+            "exactly_once" | "exactlyonce" | "eos" => Ok(Guarantee::ExactlyOnce),
+            "at_least_once" | "atleastonce" | "alo" => Ok(Guarantee::AtLeastOnce),
+            "auto_commit" | "autocommit" => Ok(Guarantee::AutoCommit),
+            other => Err(Error::config(
+                "guarantee",
+                format!("`{other}` is not one of exactly_once, at_least_once, auto_commit"),
+            )),
+        }
+    }
+}
+
+/// How input partitions are spread over the group's workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignment {
+    /// Incremental (cooperative) rebalancing: only moved partitions stop.
+    #[default]
+    CooperativeSticky,
+    /// Eager range assignment: every partition stops at each rebalance.
+    Range,
+    /// Eager round-robin assignment.
+    RoundRobin,
+}
+
+impl Assignment {
+    fn librdkafka_name(self) -> &'static str {
+        match self {
+            Assignment::CooperativeSticky => "cooperative-sticky",
+            Assignment::Range => "range",
+            Assignment::RoundRobin => "roundrobin",
+        }
+    }
+}
+
+/// Properties the runtime sets itself; a raw property may not override them.
+const OWNED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "brokers"),
+    ("group.id", "application_id"),
+    ("transactional.id", "application_id"),
+    ("enable.auto.commit", "guarantee"),
+    ("isolation.level", "guarantee"),
+    ("partition.assignment.strategy", "assignment"),
+    ("group.instance.id", "group_instance_id"),
+    ("enable.idempotence", "guarantee"),
+    ("transaction.timeout.ms", "transaction_timeout_ms"),
+    ("session.timeout.ms", "session_timeout_ms"),
+    ("max.poll.interval.ms", "max_poll_interval_ms"),
+];
+
+/// Configuration of a [`Runtime`](crate::runtime::Runtime).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Names the application: it is the consumer group id, the prefix of every worker's
+    /// `transactional.id` and of internal topics. Required.
+    pub application_id: String,
+    /// Kafka bootstrap servers, `host:port[,host:port...]`. Required.
+    pub brokers: String,
+    /// The delivery guarantee (default `exactly_once`).
+    pub guarantee: Guarantee,
+    /// Longest time between two commits, in ms (default 100; 1..=3_600_000).
+    pub commit_interval_ms: u64,
+    /// Most input records in one transaction before a commit is cut (default 50_000).
+    pub commit_max_records: u64,
+    /// Directory of the local state stores (default `./exactly-state`).
+    pub state_dir: PathBuf,
+    /// Partition assignment strategy (default cooperative-sticky).
+    pub assignment: Assignment,
+    /// Static membership id (`group.instance.id`): a restart within the session timeout
+    /// keeps the partitions without a rebalance. Must be unique per worker.
+    pub group_instance_id: Option<String>,
+    /// Consumer group session timeout in ms (default 45_000; 1000..=3_600_000).
+    pub session_timeout_ms: u64,
+    /// Longest time between two polls before the worker is removed from the group, in ms
+    /// (default 300_000).
+    pub max_poll_interval_ms: u64,
+    /// Transaction timeout in ms: the broker aborts a transaction left open longer, e.g. by
+    /// a crashed worker (default 10_000; 1000..=900_000).
+    pub transaction_timeout_ms: u64,
+    /// Deadline of one blocking Kafka call (commit, abort, send offsets), in ms
+    /// (default 30_000).
+    pub kafka_call_timeout_ms: u64,
+    /// How many times a retriable error is retried before the cycle is aborted (default 5).
+    pub max_retries: u32,
+    /// Raw librdkafka properties passed to every client (consumer and producer). Values whose
+    /// key mentions a password, secret or jaas config are hidden in `Debug`.
+    pub kafka: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            application_id: String::new(),
+            brokers: String::new(),
+            guarantee: Guarantee::ExactlyOnce,
+            commit_interval_ms: 100,
+            commit_max_records: 50_000,
+            state_dir: PathBuf::from("./exactly-state"),
+            assignment: Assignment::CooperativeSticky,
+            group_instance_id: None,
+            session_timeout_ms: 45_000,
+            max_poll_interval_ms: 300_000,
+            transaction_timeout_ms: 10_000,
+            kafka_call_timeout_ms: 30_000,
+            max_retries: 5,
+            kafka: BTreeMap::new(),
+        }
+    }
+}
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.contains("jaas") || k.contains("token")
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kafka: BTreeMap<&str, &str> = self
+            .kafka
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret(k) { "<hidden>" } else { v.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("Config")
+            .field("application_id", &self.application_id)
+            .field("brokers", &self.brokers)
+            .field("guarantee", &self.guarantee)
+            .field("commit_interval_ms", &self.commit_interval_ms)
+            .field("commit_max_records", &self.commit_max_records)
+            .field("state_dir", &self.state_dir)
+            .field("assignment", &self.assignment)
+            .field("group_instance_id", &self.group_instance_id)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("max_poll_interval_ms", &self.max_poll_interval_ms)
+            .field("transaction_timeout_ms", &self.transaction_timeout_ms)
+            .field("kafka_call_timeout_ms", &self.kafka_call_timeout_ms)
+            .field("max_retries", &self.max_retries)
+            .field("kafka", &kafka)
+            .finish()
+    }
+}
+
+impl Config {
+    /// A configuration with every default and the two required values.
+    pub fn new(application_id: impl Into<String>, brokers: impl Into<String>) -> Self {
+        Config {
+            application_id: application_id.into(),
+            brokers: brokers.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Sets the delivery guarantee.
+    pub fn with_guarantee(mut self, guarantee: Guarantee) -> Self {
+        self.guarantee = guarantee;
+        self
+    }
+
+    /// Sets the commit interval.
+    pub fn with_commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval_ms = interval.as_millis() as u64;
+        self
+    }
+
+    /// Sets the most input records per transaction.
+    pub fn with_commit_max_records(mut self, records: u64) -> Self {
+        self.commit_max_records = records;
+        self
+    }
+
+    /// Sets the state directory.
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = dir.into();
+        self
+    }
+
+    /// Sets the partition assignment strategy.
+    pub fn with_assignment(mut self, assignment: Assignment) -> Self {
+        self.assignment = assignment;
+        self
+    }
+
+    /// Enables static membership with this `group.instance.id`.
+    pub fn with_group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.group_instance_id = Some(id.into());
+        self
+    }
+
+    /// Sets the session timeout.
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout_ms = timeout.as_millis() as u64;
+        self
+    }
+
+    /// Sets the max poll interval.
+    pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
+        self.max_poll_interval_ms = interval.as_millis() as u64;
+        self
+    }
+
+    /// Sets the transaction timeout.
+    pub fn with_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout_ms = timeout.as_millis() as u64;
+        self
+    }
+
+    /// Adds a raw librdkafka property for every client.
+    pub fn with_kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka.insert(key.into(), value.into());
+        self
+    }
+
+    /// Overlays `EXACTLY_*` environment variables: `EXACTLY_<FIELD>` for each field
+    /// (`EXACTLY_COMMIT_INTERVAL_MS=50`), `EXACTLY_KAFKA_<PROP>` for raw properties
+    /// (`EXACTLY_KAFKA_SECURITY_PROTOCOL=ssl`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable when a value does not parse.
+    pub fn with_env(self) -> Result<Self> {
+        self.with_vars(std::env::vars())
+    }
+
+    fn with_vars(mut self, vars: impl Iterator<Item = (String, String)>) -> Result<Self> {
+        fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
+            v.parse()
+                .map_err(|_| Error::config(key, format!("`{v}` is not a whole number")))
+        }
+        for (key, v) in vars {
+            let Some(field) = key.strip_prefix("EXACTLY_") else {
+                continue;
+            };
+            match field {
+                "APPLICATION_ID" => self.application_id = v,
+                "BROKERS" => self.brokers = v,
+                "GUARANTEE" => self.guarantee = v.parse()?,
+                "COMMIT_INTERVAL_MS" => self.commit_interval_ms = num(&key, &v)?,
+                "COMMIT_MAX_RECORDS" => self.commit_max_records = num(&key, &v)?,
+                "STATE_DIR" => self.state_dir = v.into(),
+                "ASSIGNMENT" => {
+                    self.assignment =
+                        match v.as_str() {
+                            "cooperative_sticky" | "cooperative-sticky" => {
+                                Assignment::CooperativeSticky
+                            }
+                            "range" => Assignment::Range,
+                            "round_robin" | "roundrobin" => Assignment::RoundRobin,
+                            _ => return Err(Error::config(
+                                key,
+                                format!(
+                                    "`{v}` is not one of cooperative_sticky, range, round_robin"
+                                ),
+                            )),
+                        }
+                }
+                "GROUP_INSTANCE_ID" => self.group_instance_id = Some(v),
+                "SESSION_TIMEOUT_MS" => self.session_timeout_ms = num(&key, &v)?,
+                "MAX_POLL_INTERVAL_MS" => self.max_poll_interval_ms = num(&key, &v)?,
+                "TRANSACTION_TIMEOUT_MS" => self.transaction_timeout_ms = num(&key, &v)?,
+                "KAFKA_CALL_TIMEOUT_MS" => self.kafka_call_timeout_ms = num(&key, &v)?,
+                "MAX_RETRIES" => self.max_retries = num(&key, &v)?,
+                f if f.starts_with("KAFKA_") => {
+                    let prop = f["KAFKA_".len()..].to_ascii_lowercase().replace('_', ".");
+                    self.kafka.insert(prop, v);
+                }
+                // Other EXACTLY_ variables belong to tools (EXACTLY_KAFKA_HOME, ...).
+                _ => {}
+            }
+        }
+        Ok(self)
+    }
+
+    /// The commit interval as a duration.
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    /// The deadline of one blocking Kafka call.
+    pub fn kafka_call_timeout(&self) -> Duration {
+        Duration::from_millis(self.kafka_call_timeout_ms)
+    }
+
+    /// Checks every value; the message names the key and the allowed range.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for the first invalid value, including unknown librdkafka
+    /// properties and properties the runtime owns.
+    pub fn validate(&self) -> Result<()> {
+        fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<()> {
+            if v < lo || v > hi {
+                return Err(Error::config(
+                    key,
+                    format!("{v} is outside the allowed range {lo}..={hi}"),
+                ));
+            }
+            Ok(())
+        }
+        if self.application_id.is_empty() {
+            return Err(Error::config(
+                "application_id",
+                "is required (it names the consumer group)",
+            ));
+        }
+        if !self
+            .application_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(Error::config(
+                "application_id",
+                format!("`{}` may only contain ASCII letters, digits, '.', '_' and '-' (it prefixes topic names)", self.application_id),
+            ));
+        }
+        if self.brokers.trim().is_empty() {
+            return Err(Error::config(
+                "brokers",
+                "is required (host:port[,host:port...])",
+            ));
+        }
+        range("commit_interval_ms", self.commit_interval_ms, 1, 3_600_000)?;
+        range(
+            "commit_max_records",
+            self.commit_max_records,
+            1,
+            100_000_000,
+        )?;
+        range(
+            "session_timeout_ms",
+            self.session_timeout_ms,
+            1_000,
+            3_600_000,
+        )?;
+        range(
+            "max_poll_interval_ms",
+            self.max_poll_interval_ms,
+            1_000,
+            86_400_000,
+        )?;
+        range(
+            "transaction_timeout_ms",
+            self.transaction_timeout_ms,
+            1_000,
+            900_000,
+        )?;
+        range(
+            "kafka_call_timeout_ms",
+            self.kafka_call_timeout_ms,
+            100,
+            600_000,
+        )?;
+        range("max_retries", u64::from(self.max_retries), 0, 1_000)?;
+        if self.max_poll_interval_ms < self.session_timeout_ms {
+            return Err(Error::config(
+                "max_poll_interval_ms",
+                format!(
+                    "{} must be at least session_timeout_ms ({})",
+                    self.max_poll_interval_ms, self.session_timeout_ms
+                ),
+            ));
+        }
+        for key in self.kafka.keys() {
+            if let Some((_, field)) = OWNED_PROPERTIES.iter().find(|(p, _)| p == key) {
+                return Err(Error::config(
+                    key.clone(),
+                    format!("is set by exactly; use the `{field}` setting instead"),
+                ));
+            }
+        }
+        // librdkafka knows its properties: let it reject unknown names and bad values.
+        let mut probe = rdkafka::ClientConfig::new();
+        for (k, v) in &self.kafka {
+            probe.set(k, v);
+        }
+        probe.set("bootstrap.servers", &self.brokers);
+        if let Err(e) = probe.create::<rdkafka::producer::BaseProducer>() {
+            let (key, message) = match &e {
+                rdkafka::error::KafkaError::ClientConfig(_, msg, key, _) => {
+                    (key.clone(), msg.clone())
+                }
+                other => ("kafka".to_string(), other.to_string()),
+            };
+            return Err(Error::config(key, message));
+        }
+        Ok(())
+    }
+
+    /// The raw properties plus the ones every client shares.
+    pub(crate) fn base_client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.kafka {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// librdkafka's name of the assignment strategy.
+    pub(crate) fn assignment_strategy(&self) -> &'static str {
+        self.assignment.librdkafka_name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config::new("app", "127.0.0.1:9092")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        valid().validate().unwrap();
+        assert_eq!(valid().commit_interval(), Duration::from_millis(100));
+        assert_eq!(valid().guarantee, Guarantee::ExactlyOnce);
+    }
+
+    #[test]
+    fn out_of_range_names_key_and_range() {
+        let e = valid()
+            .with_commit_interval(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration `commit_interval_ms`: 0 is outside the allowed range 1..=3600000"
+        );
+    }
+
+    #[test]
+    fn unknown_librdkafka_property_is_rejected() {
+        let e = valid()
+            .with_kafka_property("no.such.property", "1")
+            .validate()
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("no.such.property"), "{msg}");
+    }
+
+    #[test]
+    fn owned_property_is_rejected() {
+        let e = valid()
+            .with_kafka_property("enable.auto.commit", "true")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("use the `guarantee` setting"), "{e}");
+    }
+
+    #[test]
+    fn secrets_hidden_in_debug() {
+        let c = valid().with_kafka_property("sasl.password", "hunter2");
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2") && s.contains("<hidden>"), "{s}");
+    }
+
+    #[test]
+    fn env_overlay() {
+        let vars = [
+            ("EXACTLY_COMMIT_INTERVAL_MS", "50"),
+            ("EXACTLY_GUARANTEE", "at_least_once"),
+            ("EXACTLY_KAFKA_SECURITY_PROTOCOL", "plaintext"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = valid().with_vars(vars.into_iter()).unwrap();
+        assert_eq!(c.commit_interval_ms, 50);
+        assert_eq!(c.guarantee, Guarantee::AtLeastOnce);
+        assert_eq!(
+            c.kafka.get("security.protocol").map(String::as_str),
+            Some("plaintext")
+        );
+        let bad = valid()
+            .with_vars([("EXACTLY_MAX_RETRIES".to_string(), "many".to_string())].into_iter());
+        assert_eq!(
+            bad.unwrap_err().to_string(),
+            "invalid configuration `EXACTLY_MAX_RETRIES`: `many` is not a whole number"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_rejected_by_serde() {
+        let e = serde_json::from_str::<Config>(
+            r#"{"application_id":"a","brokers":"b","comit_interval_ms":5}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `comit_interval_ms`"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! Errors of the framework, classified by what the caller must do about them.
+//!
+//! Every fallible operation has its own variant (or its own [`KafkaOp`] for Kafka calls), and
+//! [`Error::action`] mirrors librdkafka's classification (`is_retriable`,
+//! `txn_requires_abort`, `is_fatal`) into [`Action::Retry`], [`Action::Abort`] or
+//! [`Action::Fatal`]. The commit cycle decides from that alone.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::fmt;
+
+/// The framework's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the caller must do after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Call the same operation again with the same arguments (bounded).
+    Retry,
+    /// Abort the open transaction, drop uncommitted state, rewind the input, go on.
+    Abort,
+    /// Stop the worker cleanly: nothing more can be committed by this instance.
+    Fatal,
+}
+
+/// The Kafka operation that failed (one per call the runtime makes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KafkaOp {
+    /// Creating a consumer, producer or admin client.
+    CreateClient,
+    /// Subscribing to the input topics.
+    Subscribe,
+    /// Fetching cluster or topic metadata.
+    Metadata,
+    /// Polling the consumer for records.
+    Poll,
+    /// Seeking a partition back to its committed offset.
+    Seek,
+    /// `init_transactions`.
+    InitTransactions,
+    /// `begin_transaction`.
+    BeginTransaction,
+    /// Producing an output record.
+    Produce,
+    /// Flushing the producer.
+    Flush,
+    /// `send_offsets_to_transaction`.
+    SendOffsets,
+    /// `commit_transaction`.
+    CommitTransaction,
+    /// `abort_transaction`.
+    AbortTransaction,
+    /// Committing consumer offsets (at-least-once).
+    CommitOffsets,
+    /// Fetching committed offsets of the group.
+    FetchCommitted,
+    /// Creating or deleting topics.
+    Admin,
+}
+
+impl fmt::Display for KafkaOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            KafkaOp::CreateClient => "creating a Kafka client",
+            KafkaOp::Subscribe => "subscribing to the input topics",
+            KafkaOp::Metadata => "fetching metadata",
+            KafkaOp::Poll => "polling the consumer",
+            KafkaOp::Seek => "seeking to the committed offset",
+            KafkaOp::InitTransactions => "init_transactions",
+            KafkaOp::BeginTransaction => "begin_transaction",
+            KafkaOp::Produce => "producing an output record",
+            KafkaOp::Flush => "flushing the producer",
+            KafkaOp::SendOffsets => "send_offsets_to_transaction",
+            KafkaOp::CommitTransaction => "commit_transaction",
+            KafkaOp::AbortTransaction => "abort_transaction",
+            KafkaOp::CommitOffsets => "committing consumer offsets",
+            KafkaOp::FetchCommitted => "fetching committed offsets",
+            KafkaOp::Admin => "an admin operation",
+        };
+        f.write_str(name)
+    }
+}
+
+/// An error of the exactly framework.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is missing or out of range.
+    #[error("invalid configuration `{key}`: {message}")]
+    Config {
+        /// The configuration key (as written in `Config` or the librdkafka property name).
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// An input or output topic does not exist.
+    #[error("topic `{topic}` does not exist on {brokers}: create it first (for example `kafka-topics.sh --create --topic {topic} --partitions N`)")]
+    MissingTopic {
+        /// The missing topic.
+        topic: String,
+        /// The bootstrap servers asked.
+        brokers: String,
+    },
+    /// The brokers did not answer.
+    #[error("cannot reach Kafka at {brokers}: {message}")]
+    Unreachable {
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// What the client reported.
+        message: String,
+    },
+    /// A record's key or value could not be decoded by the pipeline's serde.
+    #[error("cannot decode the {part} of record {topic}/{partition}@{offset}: {message}")]
+    Decode {
+        /// `key` or `value`.
+        part: &'static str,
+        /// Input topic.
+        topic: String,
+        /// Input partition.
+        partition: i32,
+        /// Offset of the record.
+        offset: i64,
+        /// What the serde reported.
+        message: String,
+    },
+    /// An output key or value could not be encoded.
+    #[error("cannot encode an output {part} for topic `{topic}`: {message}")]
+    Encode {
+        /// `key` or `value`.
+        part: &'static str,
+        /// Output topic.
+        topic: String,
+        /// What the serde reported.
+        message: String,
+    },
+    /// A Kafka client call failed.
+    #[error("{op} failed: {source}")]
+    Kafka {
+        /// The operation.
+        op: KafkaOp,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// Another instance took over this worker's partitions or transactional id: this
+    /// instance can no longer commit and stops (a "zombie").
+    #[error("this worker was fenced during {op}: {reason}; it stops without committing (its open transaction is aborted). Another worker owns its partitions now; restart it to rejoin the group")]
+    Fenced {
+        /// The operation that discovered it.
+        op: KafkaOp,
+        /// Why (the broker's error).
+        reason: String,
+    },
+    /// A user operator returned an error.
+    #[error("operator `{operator}` failed: {message}")]
+    Operator {
+        /// The operator's name.
+        operator: String,
+        /// The operator's message.
+        message: String,
+    },
+    /// The local state store failed.
+    #[error("state store {op} failed: {message}")]
+    State {
+        /// The store operation.
+        op: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// The worker thread stopped unexpectedly.
+    #[error("worker stopped unexpectedly: {0}")]
+    Worker(String),
+}
+
+impl Error {
+    /// Builds a [`Error::Kafka`], turning fencing codes into [`Error::Fenced`].
+    pub fn kafka(op: KafkaOp, source: KafkaError) -> Self {
+        if let Some(code) = source.rdkafka_error_code() {
+            if is_fencing_code(code) {
+                return Error::Fenced {
+                    op,
+                    reason: source.to_string(),
+                };
+            }
+        }
+        Error::Kafka { op, source }
+    }
+
+    /// Builds an [`Error::Config`].
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// What the caller must do: retry, abort the transaction, or stop.
+    pub fn action(&self) -> Action {
+        match self {
+            Error::Kafka { op, source } => kafka_action(*op, source),
+            Error::Fenced { .. }
+            | Error::Config { .. }
+            | Error::MissingTopic { .. }
+            | Error::Unreachable { .. }
+            | Error::Worker(_) => Action::Fatal,
+            // A record that cannot be processed is not made processable by an abort; the
+            // runtime stops so that nothing after it is committed (nothing is lost).
+            Error::Decode { .. } | Error::Encode { .. } | Error::Operator { .. } => Action::Fatal,
+            Error::State { .. } => Action::Abort,
+        }
+    }
+}
+
+/// Error codes that mean this instance lost the right to commit.
+fn is_fencing_code(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::FencedInstanceId
+            | RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+    )
+}
+
+fn kafka_action(op: KafkaOp, source: &KafkaError) -> Action {
+    match source {
+        KafkaError::Transaction(e) => {
+            if e.is_fatal() {
+                Action::Fatal
+            } else if e.txn_requires_abort() {
+                Action::Abort
+            } else if e.is_retriable() {
+                Action::Retry
+            } else if op == KafkaOp::AbortTransaction {
+                Action::Fatal
+            } else {
+                Action::Abort
+            }
+        }
+        // `commit_transaction` flushes first; a flush timeout carries no flags. The records
+        // may or may not have been written: the only safe move is to abort.
+        KafkaError::Flush(_) => Action::Abort,
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Action::Retry,
+        KafkaError::MessageProduction(_) => Action::Abort,
+        KafkaError::MessageConsumptionFatal(_) => Action::Fatal,
+        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => Action::Fatal,
+        _ => match op {
+            KafkaOp::Poll | KafkaOp::Metadata | KafkaOp::FetchCommitted => Action::Retry,
+            _ => Action::Abort,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fencing_codes_are_fatal() {
+        let e = Error::kafka(
+            KafkaOp::SendOffsets,
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::IllegalGeneration),
+        );
+        assert!(matches!(e, Error::Fenced { .. }), "{e:?}");
+        assert_eq!(e.action(), Action::Fatal);
+    }
+
+    #[test]
+    fn flush_timeout_aborts() {
+        let e = Error::kafka(
+            KafkaOp::CommitTransaction,
+            KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+        );
+        assert_eq!(e.action(), Action::Abort);
+    }
+
+    #[test]
+    fn decode_errors_name_the_record() {
+        let e = Error::Decode {
+            part: "value",
+            topic: "in".into(),
+            partition: 3,
+            offset: 42,
+            message: "invalid utf-8".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot decode the value of record in/3@42: invalid utf-8"
+        );
+        assert_eq!(e.action(), Action::Fatal);
+    }
+}

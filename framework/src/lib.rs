@@ -1,0 +1,44 @@
+//! # exactly-framework
+//!
+//! The runtime of `exactly`: exactly-once stream processing on Apache Kafka.
+//!
+//! # Data path
+//!
+//! ```text
+//!  source ──► operators ──► sink ──► commit barrier
+//! ```
+//!
+//! 1. **source** ([`source`]): one group consumer per worker (`read_committed`, manual
+//!    offsets) reads the input partitions; each partition is a *task* with its own operator
+//!    instances ([`record::TaskId`]).
+//! 2. **operators** ([`operator`]): the user's chain, built with [`Pipeline`] /
+//!    [`Stream::apply`]; records are [`Record`]s decoded by a [`Codec`].
+//! 3. **sink** ([`sink`]): output records go through the worker's transactional producer,
+//!    inside the open transaction.
+//! 4. **commit barrier** ([`commit`]): every `commit_interval_ms` or `commit_max_records`,
+//!    operators flush, the consumed offsets are sent to the transaction and it commits —
+//!    the single commit point. Failures abort and rewind.
+//!
+//! [`runtime`] wires these together on a dedicated thread per worker, and handles
+//! rebalances (commit in the revoke callback) and shutdown. [`config`] and [`error`] are
+//! shared by all.
+
+pub mod codec;
+pub mod commit;
+pub mod config;
+pub mod error;
+pub mod operator;
+pub mod pipeline;
+pub mod record;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+
+pub use codec::{Codec, Serde};
+pub use config::{Assignment, Config, Guarantee};
+pub use error::{Action, Error, KafkaOp, Result};
+pub use operator::{Collector, Context, Operator};
+pub use pipeline::{Pipeline, Stream};
+pub use record::{Header, Origin, Record, TaskId};
+pub use runtime::{Runtime, Stats, StatsSnapshot, Worker};
+pub use sink::{Partitioning, Sink};

@@ -1,0 +1,183 @@
+//! The user's builder: a typed chain from one input topic to one output topic.
+//!
+//! ```no_run
+//! use exactly_framework::{Config, Pipeline, Runtime, Serde, Sink};
+//! # async fn run() -> exactly_framework::Result<()> {
+//! let pipeline = Pipeline::from_topic("lines", Serde::string())
+//!     .to(Sink::topic("copy", Serde::bytes(), Serde::string()));
+//! Runtime::new(Config::new("my-app", "127.0.0.1:9092")).run(pipeline).await
+//! # }
+//! ```
+//!
+//! `map`, `filter`, `flat_map` and the other operators come from the `exactly-operators`
+//! crate (`use exactly::prelude::*`), built on [`Stream::apply`] like your own operators.
+
+pub(crate) mod node;
+
+use crate::codec::{Codec, RawSerde};
+use crate::operator::{Context, Operator};
+use crate::record::TaskId;
+use crate::sink::{OutputProducer, Sink, SinkNode};
+use node::{Downstream, Node, OperatorNode, RawNode, SourceNode};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+type BuildChain<K, V> = dyn Fn(&TaskId, Box<dyn Node<K, V>>) -> Box<dyn RawNode> + Send + Sync;
+type BuildTask = dyn Fn(&TaskId, &Arc<OutputProducer>) -> Box<dyn RawNode> + Send + Sync;
+
+/// A runnable pipeline: one input topic, a chain of operators, one output topic.
+///
+/// Start one with [`Pipeline::from_topic`], add operators, finish with [`Stream::to`] or
+/// [`Stream::to_topic`], and hand it to [`Runtime::run`](crate::Runtime::run).
+#[derive(Clone)]
+pub struct Pipeline {
+    pub(crate) input: Arc<str>,
+    pub(crate) output: String,
+    pub(crate) operators: Vec<String>,
+    pub(crate) build: Arc<BuildTask>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("input", &self.input)
+            .field("operators", &self.operators)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Reads `topic`, decoding values with `value`; keys stay raw bytes.
+    pub fn from_topic<V: Send + 'static>(
+        topic: impl Into<String>,
+        value: impl Codec<V>,
+    ) -> Stream<Vec<u8>, V> {
+        Self::from_topic_with_key(topic, crate::codec::BytesSerde, value)
+    }
+
+    /// Reads `topic`, decoding keys with `key` and values with `value`.
+    pub fn from_topic_with_key<K: Send + 'static, V: Send + 'static>(
+        topic: impl Into<String>,
+        key: impl Codec<K>,
+        value: impl Codec<V>,
+    ) -> Stream<K, V> {
+        let topic: Arc<str> = Arc::from(topic.into());
+        let key: Arc<dyn Codec<K>> = Arc::new(key);
+        let value: Arc<dyn Codec<V>> = Arc::new(value);
+        let t = topic.clone();
+        Stream {
+            input: topic,
+            operators: Vec::new(),
+            build: Arc::new(move |_task, next| {
+                Box::new(SourceNode {
+                    topic: t.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    next,
+                })
+            }),
+            _types: PhantomData,
+        }
+    }
+
+    /// Copies `input` to `output` unchanged: key, value (nulls kept), timestamp and headers,
+    /// each record to the same partition number.
+    pub fn copy(input: impl Into<String>, output: impl Into<String>) -> Pipeline {
+        Self::from_topic_with_key(input, RawSerde, RawSerde)
+            .to(Sink::topic(output, RawSerde, RawSerde)
+                .partitioning(crate::sink::Partitioning::SameAsInput))
+    }
+
+    /// The input topic.
+    pub fn input_topic(&self) -> &str {
+        &self.input
+    }
+
+    /// The output topic.
+    pub fn output_topic(&self) -> &str {
+        &self.output
+    }
+}
+
+/// A pipeline under construction whose records are `Record<K, V>` at this point.
+pub struct Stream<K, V> {
+    input: Arc<str>,
+    operators: Vec<String>,
+    build: Arc<BuildChain<K, V>>,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
+    /// Adds an operator. `factory` makes one instance per task (input partition); `name`
+    /// identifies the operator in logs, metrics and (for stateful operators) state.
+    ///
+    /// # Panics
+    /// When `name` is already used in this pipeline (names must be unique, since they
+    /// name state).
+    pub fn apply<O, F>(self, name: impl Into<String>, factory: F) -> Stream<O::OutKey, O::OutValue>
+    where
+        O: Operator<K, V>,
+        F: Fn() -> O + Send + Sync + 'static,
+    {
+        let name = name.into();
+        assert!(
+            !self.operators.contains(&name),
+            "operator name `{name}` is used twice in this pipeline; names must be unique"
+        );
+        let mut operators = self.operators;
+        operators.push(name.clone());
+        let upstream = self.build;
+        Stream {
+            input: self.input,
+            operators,
+            build: Arc::new(move |task, next| {
+                let node: OperatorNode<O, K, V> = OperatorNode {
+                    op: factory(),
+                    ctx: Context::new(task.clone(), name.clone()),
+                    next: Downstream(next),
+                    assigned: false,
+                    _in: PhantomData,
+                };
+                upstream(task, Box::new(node))
+            }),
+            _types: PhantomData,
+        }
+    }
+
+    /// Ends the pipeline in a sink.
+    pub fn to(self, sink: Sink<K, V>) -> Pipeline {
+        let output = sink.topic.clone();
+        let sink = Arc::new(sink);
+        let chain = self.build;
+        Pipeline {
+            input: self.input,
+            output,
+            operators: self.operators,
+            build: Arc::new(move |task, producer| {
+                chain(
+                    task,
+                    Box::new(SinkNode {
+                        sink: sink.clone(),
+                        output: producer.clone(),
+                    }),
+                )
+            }),
+        }
+    }
+
+    /// Ends the pipeline in `topic`, partitioned by key.
+    pub fn to_topic(
+        self,
+        topic: impl Into<String>,
+        key: impl Codec<K>,
+        value: impl Codec<V>,
+    ) -> Pipeline {
+        self.to(Sink::topic(topic, key, value))
+    }
+
+    /// The names of the operators added so far, in order.
+    pub fn operator_names(&self) -> &[String] {
+        &self.operators
+    }
+}

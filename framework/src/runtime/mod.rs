@@ -1,0 +1,175 @@
+//! Running pipelines: [`Runtime`] starts workers; each is one member of the consumer group.
+//!
+//! Wiring only: the worker loop lives in `worker`, the commit protocol in
+//! [`commit`](crate::commit), input in [`source`](crate::source), output in
+//! [`sink`](crate::sink).
+
+pub(crate) mod stats;
+pub(crate) mod task;
+pub(crate) mod worker;
+
+pub use stats::{Stats, StatsSnapshot};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Runs pipelines with one configuration.
+///
+/// ```no_run
+/// use exactly_framework::{Config, Pipeline, Runtime};
+/// # async fn run() -> exactly_framework::Result<()> {
+/// let config = Config::new("copier", "127.0.0.1:9092").with_env()?;
+/// Runtime::new(config).run(Pipeline::copy("in", "out")).await
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    config: Config,
+}
+
+impl Runtime {
+    /// A runtime for `config` (validated when a worker starts).
+    pub fn new(config: Config) -> Self {
+        Runtime { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Starts one worker on its own thread and returns at once.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration. Later errors (missing topics, an
+    /// unreachable broker, fencing) are returned by [`Worker::join`] / [`Worker::wait`].
+    pub fn spawn(&self, pipeline: Pipeline) -> Result<Worker> {
+        self.config.validate()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Stats::default());
+        let (config, s, st) = (self.config.clone(), stop.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("exactly-worker-{}", self.config.application_id))
+            .spawn(move || worker::run_worker(config, pipeline, s, st))
+            .map_err(|e| Error::Worker(format!("cannot start the worker thread: {e}")))?;
+        Ok(Worker {
+            stop,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs one worker until SIGINT or SIGTERM, then commits what it has and leaves the
+    /// group.
+    ///
+    /// # Errors
+    /// As [`Runtime::spawn`] and [`Worker::wait`].
+    pub async fn run(self, pipeline: Pipeline) -> Result<()> {
+        self.run_until(pipeline, shutdown_signal()).await
+    }
+
+    /// Runs one worker until `shutdown` completes (or the worker fails).
+    ///
+    /// # Errors
+    /// As [`Runtime::spawn`] and [`Worker::wait`].
+    pub async fn run_until(
+        self,
+        pipeline: Pipeline,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let worker = self.spawn(pipeline)?;
+        let stop = worker.stop.clone();
+        let done = worker.wait();
+        tokio::pin!(done);
+        tokio::select! {
+            result = &mut done => result,
+            () = shutdown => {
+                tracing::info!("shutdown requested: committing and leaving the group");
+                stop.store(true, Ordering::Relaxed);
+                done.await
+            }
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A running worker: one consumer-group member with its own thread.
+#[derive(Debug)]
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Worker {
+    /// Asks the worker to commit what it has, leave the group and stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Whether the worker thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Blocks until the worker ends.
+    ///
+    /// # Errors
+    /// The error that stopped the worker.
+    pub fn join(mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(Error::Worker("the worker thread panicked".into()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the worker to end without blocking the async runtime.
+    ///
+    /// # Errors
+    /// The error that stopped the worker.
+    pub async fn wait(self) -> Result<()> {
+        tokio::task::spawn_blocking(move || self.join())
+            .await
+            .unwrap_or_else(|e| Err(Error::Worker(format!("join failed: {e}"))))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,81 @@
+//! Counters of one worker, mirrored to the `metrics` facade.
+//!
+//! Metric names (all prefixed `exactly_`): `records_in_total`, `records_out_total`,
+//! `transactions_committed_total`, `transactions_aborted_total`, `commit_latency_seconds`
+//! (histogram), `rebalances_total`, `rebalance_pause_seconds` (histogram).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Live counters of a worker (cheap atomics, shared with the worker thread).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) records_in: AtomicU64,
+    pub(crate) records_out: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) aborts: AtomicU64,
+    pub(crate) rebalances: AtomicU64,
+    pub(crate) partitions: AtomicU64,
+    pub(crate) commit_nanos: AtomicU64,
+    pub(crate) max_pause_nanos: AtomicU64,
+}
+
+/// A point-in-time copy of a worker's [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Input records processed (including ones later aborted and replayed).
+    pub records_in: u64,
+    /// Output records sent (including ones in aborted transactions).
+    pub records_out: u64,
+    /// Commit cycles that committed.
+    pub commits: u64,
+    /// Commit cycles that were aborted.
+    pub aborts: u64,
+    /// Rebalance callbacks seen (assign and revoke).
+    pub rebalances: u64,
+    /// Partitions assigned now.
+    pub partitions: u64,
+    /// Total time spent committing.
+    pub commit_time: Duration,
+    /// Longest time processing stopped in a revoke callback.
+    pub max_rebalance_pause: Duration,
+}
+
+impl Stats {
+    /// Copies the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            records_in: get(&self.records_in),
+            records_out: get(&self.records_out),
+            commits: get(&self.commits),
+            aborts: get(&self.aborts),
+            rebalances: get(&self.rebalances),
+            partitions: get(&self.partitions),
+            commit_time: Duration::from_nanos(get(&self.commit_nanos)),
+            max_rebalance_pause: Duration::from_nanos(get(&self.max_pause_nanos)),
+        }
+    }
+
+    pub(crate) fn committed(&self, records: u64, latency: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_nanos
+            .fetch_add(latency.as_nanos() as u64, Ordering::Relaxed);
+        metrics::counter!("exactly_transactions_committed_total").increment(1);
+        metrics::counter!("exactly_records_in_total").increment(records);
+        metrics::histogram!("exactly_commit_latency_seconds").record(latency.as_secs_f64());
+    }
+
+    pub(crate) fn aborted(&self) {
+        self.aborts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("exactly_transactions_aborted_total").increment(1);
+    }
+
+    pub(crate) fn rebalanced(&self, pause: Duration) {
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
+        self.max_pause_nanos
+            .fetch_max(pause.as_nanos() as u64, Ordering::Relaxed);
+        metrics::counter!("exactly_rebalances_total").increment(1);
+        metrics::histogram!("exactly_rebalance_pause_seconds").record(pause.as_secs_f64());
+    }
+}

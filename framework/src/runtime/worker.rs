@@ -1,0 +1,344 @@
+//! The worker thread: one consumer, one producer, the poll loop and the rebalance callbacks.
+//!
+//! librdkafka runs rebalance callbacks synchronously inside `poll`, and every transactional
+//! call blocks. The worker therefore owns a dedicated OS thread that polls a `BaseConsumer`;
+//! the callbacks may block (commit) without stalling any async runtime.
+
+use crate::commit::{Committer, Outcome, Tasks};
+use crate::config::{Config, Guarantee};
+use crate::error::{Action, Error, KafkaOp, Result};
+use crate::pipeline::Pipeline;
+use crate::record::TaskId;
+use crate::runtime::stats::Stats;
+use crate::runtime::task::Task;
+use crate::sink::{OutputContext, OutputProducer};
+use crate::source;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::ClientContext;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Everything the poll loop and the rebalance callbacks share.
+pub(crate) struct WorkerState {
+    pipeline: Pipeline,
+    output: Arc<OutputProducer>,
+    committer: Committer,
+    tasks: Tasks,
+    stats: Arc<Stats>,
+    /// A fatal error raised inside a callback, returned by the loop.
+    fatal: Option<Error>,
+}
+
+impl WorkerState {
+    /// Processes one input record in its task.
+    fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        self.committer.before_record()?;
+        let topic = m.topic();
+        let partition = m.partition();
+        let key = TaskId {
+            topic: Arc::from(topic),
+            partition,
+        };
+        let task = match self.tasks.get_mut(&key) {
+            Some(t) => t,
+            None => {
+                tracing::info!(task = %key, "task started");
+                let chain = (self.pipeline.build)(&key, &self.output);
+                self.tasks.entry(key.clone()).or_insert(Task {
+                    id: key,
+                    chain,
+                    cycle_start: None,
+                    next_offset: m.offset(),
+                })
+            }
+        };
+        if task.cycle_start.is_none() {
+            task.cycle_start = Some(m.offset());
+        }
+        task.chain.push_message(m)?;
+        task.next_offset = m.offset() + 1;
+        self.stats.records_in.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs a commit cycle; a fatal error is returned, an abort is logged.
+    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        match self.committer.commit_cycle(&mut self.tasks, consumer)? {
+            Outcome::Empty | Outcome::Committed => Ok(()),
+            Outcome::Aborted(err) => {
+                tracing::warn!(%err, "transaction aborted and input rewound");
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops after an error: aborts what is open. Returns the error to report.
+    fn fail<C: ConsumerContext>(&mut self, err: Error, consumer: &BaseConsumer<C>) -> Error {
+        if let Err(abort_err) =
+            self.committer
+                .abort_and_rewind(&mut self.tasks, consumer, &BTreeSet::new())
+        {
+            tracing::error!(%abort_err, "could not abort the open transaction");
+        }
+        err
+    }
+
+    /// The revoke half of a rebalance: commit (or abort when the assignment was lost), then
+    /// drop the revoked tasks.
+    fn revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &rdkafka::TopicPartitionList,
+    ) {
+        let started = Instant::now();
+        let leaving: BTreeSet<TaskId> = revoked
+            .elements()
+            .iter()
+            .map(|e| TaskId {
+                topic: Arc::from(e.topic()),
+                partition: e.partition(),
+            })
+            .collect();
+        let _span = tracing::info_span!(
+            "rebalance",
+            revoked = leaving.len(),
+            lost = consumer.assignment_lost()
+        )
+        .entered();
+        if consumer.assignment_lost() {
+            // The group has moved on: this transaction can never commit.
+            tracing::warn!("assignment lost: aborting the open transaction without committing");
+            if let Err(e) = self
+                .committer
+                .abort_and_rewind(&mut self.tasks, consumer, &leaving)
+            {
+                self.fatal.get_or_insert(e);
+            }
+        } else if self.committer.is_open() {
+            if let Err(e) = self.commit(consumer) {
+                self.fatal.get_or_insert(e);
+            }
+        }
+        for id in &leaving {
+            if let Some(mut task) = self.tasks.remove(id) {
+                task.chain.revoke();
+                tracing::info!(task = %id, "task revoked");
+            }
+        }
+        self.stats.partitions.fetch_sub(
+            (leaving.len() as u64).min(self.stats.partitions.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        self.stats.rebalanced(started.elapsed());
+    }
+}
+
+/// The consumer context: routes rebalance callbacks to the shared state.
+pub(crate) struct WorkerContext {
+    state: Arc<Mutex<Option<WorkerState>>>,
+    stats: Arc<Stats>,
+}
+
+impl ClientContext for WorkerContext {}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.revoke(consumer, tpl);
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                self.stats
+                    .partitions
+                    .fetch_add(tpl.count() as u64, Ordering::Relaxed);
+                self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn new_transactional_id(config: &Config) -> String {
+    match &config.group_instance_id {
+        Some(id) => format!("{}-{}", config.application_id, id),
+        None => {
+            static SEQ: AtomicU64 = AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            format!(
+                "{}-{}-{:x}-{}",
+                config.application_id,
+                std::process::id(),
+                nanos,
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            )
+        }
+    }
+}
+
+fn create_producer(config: &Config, stats: Arc<Stats>) -> Result<Arc<OutputProducer>> {
+    let mut c = config.base_client_config();
+    c.set("partitioner", "murmur2_random");
+    match config.guarantee {
+        Guarantee::ExactlyOnce => {
+            let txn_timeout = config.transaction_timeout_ms.to_string();
+            c.set("transactional.id", new_transactional_id(config))
+                .set("transaction.timeout.ms", &txn_timeout);
+            if !config.kafka.contains_key("message.timeout.ms") {
+                c.set("message.timeout.ms", &txn_timeout);
+            }
+        }
+        Guarantee::AtLeastOnce | Guarantee::AutoCommit => {
+            c.set("enable.idempotence", "true");
+        }
+    }
+    let producer: ThreadedProducer<OutputContext> = c
+        .create_with_context(OutputContext {
+            delivery_failures: AtomicU64::new(0),
+        })
+        .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
+    Ok(Arc::new(OutputProducer { producer, stats }))
+}
+
+/// Runs one worker until `stop` is set or a fatal error happens.
+pub(crate) fn run_worker(
+    config: Config,
+    pipeline: Pipeline,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> Result<()> {
+    let output = create_producer(&config, stats.clone())?;
+    let metadata_timeout = Duration::from_secs(10);
+    let inputs = source::partition_count(
+        output.producer.client(),
+        &config.brokers,
+        &pipeline.input,
+        metadata_timeout,
+    )?;
+    let outputs = source::partition_count(
+        output.producer.client(),
+        &config.brokers,
+        &pipeline.output,
+        metadata_timeout,
+    )?;
+    tracing::info!(input = %pipeline.input, inputs, output = %pipeline.output, outputs, guarantee = ?config.guarantee, "worker starting");
+    if config.guarantee == Guarantee::ExactlyOnce {
+        let p = &output.producer;
+        crate::commit::with_retries(config.max_retries, KafkaOp::InitTransactions, || {
+            p.init_transactions(config.kafka_call_timeout())
+        })?;
+    }
+    let state = Arc::new(Mutex::new(Some(WorkerState {
+        committer: Committer::new(&config, output.clone(), stats.clone()),
+        pipeline: pipeline.clone(),
+        output: output.clone(),
+        tasks: Tasks::new(),
+        stats: stats.clone(),
+        fatal: None,
+    })));
+    let consumer = source::create_consumer(
+        &config,
+        WorkerContext {
+            state: state.clone(),
+            stats: stats.clone(),
+        },
+    )?;
+    consumer
+        .subscribe(&[&pipeline.input])
+        .map_err(|e| Error::kafka(KafkaOp::Subscribe, e))?;
+
+    let result = poll_loop(&consumer, &state, &stop, config.commit_interval());
+    // Leave the group: close runs the revoke callback, which commits what is still open
+    // (after an error the state was already aborted and is removed first).
+    if result.is_err() {
+        lock(&state).take();
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    let late = lock(&state).take().and_then(|mut s| s.fatal.take());
+    if let Some(e) = late {
+        return Err(e);
+    }
+    if result.is_ok() && config.guarantee != Guarantee::ExactlyOnce {
+        let _ = output.producer.flush(config.kafka_call_timeout());
+    }
+    tracing::info!(ok = result.is_ok(), "worker stopped");
+    result
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<WorkerContext>,
+    state: &Mutex<Option<WorkerState>>,
+    stop: &AtomicBool,
+    interval: Duration,
+) -> Result<()> {
+    let max_wait = interval.min(Duration::from_millis(100));
+    loop {
+        {
+            let mut guard = lock(state);
+            let Some(st) = guard.as_mut() else {
+                return Ok(());
+            };
+            if let Some(e) = st.fatal.take() {
+                return Err(st.fail(e, consumer));
+            }
+            if stop.load(Ordering::Relaxed) {
+                return match st.commit(consumer) {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(st.fail(e, consumer)),
+                };
+            }
+            if st.committer.due() {
+                if let Err(e) = st.commit(consumer) {
+                    return Err(st.fail(e, consumer));
+                }
+            }
+        }
+        let wait = {
+            let guard = lock(state);
+            guard
+                .as_ref()
+                .map(|s| s.committer.time_to_due())
+                .unwrap_or(max_wait)
+        }
+        .min(max_wait);
+        match consumer.poll(wait) {
+            None => {}
+            Some(Ok(m)) => {
+                let mut guard = lock(state);
+                let Some(st) = guard.as_mut() else {
+                    return Ok(());
+                };
+                if let Err(e) = st.process(&m) {
+                    return Err(st.fail(e, consumer));
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => {
+                let err = Error::kafka(KafkaOp::Poll, e);
+                if err.action() == Action::Fatal {
+                    let mut guard = lock(state);
+                    return Err(match guard.as_mut() {
+                        Some(st) => st.fail(err, consumer),
+                        None => err,
+                    });
+                }
+                tracing::warn!(%err, "consumer error");
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Output: records encoded and produced through the worker's (transactional) producer.
+//!
+//! Under `ExactlyOnce` every record sent here belongs to the worker's open transaction and
+//! becomes visible to `read_committed` readers only when the commit cycle commits it.
+
+use crate::codec::Codec;
+use crate::error::{Error, KafkaOp, Result};
+use crate::pipeline::node::Node;
+use crate::record::Record;
+use crate::runtime::stats::Stats;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KHeader, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How output records are spread over the output topic's partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitioning {
+    /// By key hash (murmur2, as the Java client), random for records without a key.
+    #[default]
+    ByKey,
+    /// The same partition number as the input record (the input and output topics must
+    /// have as many partitions).
+    SameAsInput,
+}
+
+/// Where a pipeline writes: a topic with key and value serdes.
+pub struct Sink<K, V> {
+    pub(crate) topic: String,
+    pub(crate) key: Arc<dyn Codec<K>>,
+    pub(crate) value: Arc<dyn Codec<V>>,
+    pub(crate) partitioning: Partitioning,
+}
+
+impl<K, V> Sink<K, V> {
+    /// Writes to `topic`, encoding keys and values with the given serdes.
+    pub fn topic(topic: impl Into<String>, key: impl Codec<K>, value: impl Codec<V>) -> Self {
+        Sink {
+            topic: topic.into(),
+            key: Arc::new(key),
+            value: Arc::new(value),
+            partitioning: Partitioning::ByKey,
+        }
+    }
+
+    /// Chooses the output partitioning.
+    pub fn partitioning(mut self, partitioning: Partitioning) -> Self {
+        self.partitioning = partitioning;
+        self
+    }
+}
+
+/// Counts delivery failures (at-least-once must not commit past one).
+pub(crate) struct OutputContext {
+    pub(crate) delivery_failures: AtomicU64,
+}
+
+impl ClientContext for OutputContext {}
+
+impl ProducerContext for OutputContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.delivery_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "an output record was not delivered");
+        }
+    }
+}
+
+/// The worker's producer, shared by every task's sink.
+pub(crate) struct OutputProducer {
+    pub(crate) producer: ThreadedProducer<OutputContext>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl OutputProducer {
+    /// Sends one record, waiting while librdkafka's queue is full.
+    pub(crate) fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: Option<i64>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        record.key = key;
+        record.payload = value;
+        record.partition = partition;
+        record.timestamp = timestamp;
+        record.headers = headers;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.stats.records_out.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // Back-pressure: let the background thread drain deliveries.
+                    record = back;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(Error::kafka(KafkaOp::Produce, e)),
+            }
+        }
+    }
+}
+
+/// The last node of a chain.
+pub(crate) struct SinkNode<K, V> {
+    pub(crate) sink: Arc<Sink<K, V>>,
+    pub(crate) output: Arc<OutputProducer>,
+}
+
+impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
+    fn push(&mut self, r: Record<K, V>) -> Result<()> {
+        let sink = &*self.sink;
+        let encode_error = |part: &'static str, message: String| Error::Encode {
+            part,
+            topic: sink.topic.clone(),
+            message,
+        };
+        let key = match &r.key {
+            None => None,
+            Some(k) => sink.key.encode(k).map_err(|e| encode_error("key", e))?,
+        };
+        let value = sink
+            .value
+            .encode(&r.value)
+            .map_err(|e| encode_error("value", e))?;
+        let headers = if r.headers.is_empty() {
+            None
+        } else {
+            let mut hs = OwnedHeaders::new_with_capacity(r.headers.len());
+            for h in &r.headers {
+                hs = hs.insert(KHeader {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                });
+            }
+            Some(hs)
+        };
+        let partition = match sink.partitioning {
+            Partitioning::ByKey => None,
+            Partitioning::SameAsInput => Some(r.origin.partition),
+        };
+        self.output.send(
+            &sink.topic,
+            partition,
+            key.as_deref(),
+            value.as_deref(),
+            r.timestamp,
+            headers,
+        )
+    }
+    fn barrier(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn commit(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn abort(&mut self) {}
+    fn revoke(&mut self) {}
+}

@@ -1,0 +1,94 @@
+//! Input: the group consumer and the checks made before a worker subscribes.
+
+use crate::config::{Config, Guarantee};
+use crate::error::{Error, KafkaOp, Result};
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::time::Duration;
+
+/// Builds the worker's consumer: manual offsets, `read_committed`, the configured group and
+/// assignment strategy.
+///
+/// # Errors
+/// [`Error::Kafka`] when librdkafka rejects the configuration.
+pub(crate) fn create_consumer<C: ConsumerContext>(
+    config: &Config,
+    context: C,
+) -> Result<BaseConsumer<C>> {
+    let mut c = config.base_client_config();
+    c.set("group.id", &config.application_id)
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "partition.assignment.strategy",
+            config.assignment_strategy(),
+        )
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        )
+        .set("enable.partition.eof", "false");
+    match config.guarantee {
+        Guarantee::ExactlyOnce | Guarantee::AtLeastOnce => {
+            c.set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false");
+        }
+        Guarantee::AutoCommit => {
+            c.set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "true");
+        }
+    }
+    if let Some(id) = &config.group_instance_id {
+        c.set("group.instance.id", id);
+    }
+    c.create_with_context(context)
+        .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))
+}
+
+/// Returns the partition count of `topic`, or a clear error when the topic is missing or
+/// the brokers do not answer.
+///
+/// # Errors
+/// [`Error::MissingTopic`] or [`Error::Unreachable`].
+pub(crate) fn partition_count<C: ClientContext>(
+    client: &Client<C>,
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<usize> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| match e {
+            KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut)
+            | KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown)
+            | KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure) => {
+                Error::Unreachable {
+                    brokers: brokers.to_string(),
+                    message: format!("no broker answered within {timeout:?} ({e})"),
+                }
+            }
+            other => Error::kafka(KafkaOp::Metadata, other),
+        })?;
+    let missing = || Error::MissingTopic {
+        topic: topic.to_string(),
+        brokers: brokers.to_string(),
+    };
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(missing)?;
+    match t.error() {
+        None if !t.partitions().is_empty() => Ok(t.partitions().len()),
+        None => Err(missing()),
+        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Err(missing())
+        }
+        Some(e) => Err(Error::kafka(
+            KafkaOp::Metadata,
+            KafkaError::MetadataFetch(RDKafkaErrorCode::from(e)),
+        )),
+    }
+}

@@ -1,0 +1,44 @@
+//! `flat_map`: one value in, any number out.
+
+use exactly_framework::{Collector, Context, Operator, Record, Result};
+use std::sync::Arc;
+
+/// Emits one record per item of `f(value)`, each with the input's key, timestamp and
+/// headers.
+pub struct FlatMap<F>(pub Arc<F>);
+
+impl<K, V, I, F> Operator<K, V> for FlatMap<F>
+where
+    K: Clone + Send + 'static,
+    I: IntoIterator,
+    I::Item: Send + 'static,
+    F: Fn(V) -> I + Send + Sync + 'static,
+{
+    type OutKey = K;
+    type OutValue = I::Item;
+
+    fn process(
+        &mut self,
+        record: Record<K, V>,
+        _: &mut Context,
+        out: &mut dyn Collector<K, I::Item>,
+    ) -> Result<()> {
+        let Record {
+            key,
+            value,
+            timestamp,
+            headers,
+            origin,
+        } = record;
+        for item in (self.0)(value) {
+            out.collect(Record {
+                key: key.clone(),
+                value: item,
+                timestamp,
+                headers: headers.clone(),
+                origin: origin.clone(),
+            })?;
+        }
+        Ok(())
+    }
+}

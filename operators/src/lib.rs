@@ -1,0 +1,28 @@
+//! # exactly-operators
+//!
+//! Operators for `exactly` pipelines, built only on the framework's public
+//! [`Operator`](exactly_framework::Operator) trait — write your own the same way.
+//!
+//! Bring [`StreamExt`] into scope (or `use exactly::prelude::*`) to chain them:
+//!
+//! ```
+//! use exactly_framework::{Pipeline, Serde};
+//! use exactly_operators::StreamExt;
+//!
+//! let pipeline = Pipeline::from_topic("lines", Serde::string())
+//!     .flat_map(|line: String| line.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>())
+//!     .filter(|word: &String| word.len() > 3)
+//!     .map(|word: String| word.to_uppercase())
+//!     .to_topic("long-words", Serde::bytes(), Serde::string());
+//! assert_eq!(pipeline.input_topic(), "lines");
+//! ```
+
+mod filter;
+mod flat_map;
+mod map;
+mod stream_ext;
+
+pub use filter::Filter;
+pub use flat_map::FlatMap;
+pub use map::Map;
+pub use stream_ext::StreamExt;

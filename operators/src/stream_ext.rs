@@ -1,0 +1,65 @@
+//! Chaining methods on [`Stream`] for the operators of this crate.
+
+use crate::{Filter, FlatMap, Map};
+use exactly_framework::Stream;
+use std::sync::Arc;
+
+/// Adds `map`, `filter` and `flat_map` to [`Stream`]. Each call names its operator
+/// `map-N`, `filter-N`, ... after its position; use [`Stream::apply`] to choose a name.
+pub trait StreamExt<K, V>: Sized {
+    /// Replaces each value with `f(value)`. See [`Map`].
+    fn map<V2, F>(self, f: F) -> Stream<K, V2>
+    where
+        V2: Send + 'static,
+        F: Fn(V) -> V2 + Send + Sync + 'static;
+
+    /// Keeps the records whose value passes `f`. See [`Filter`].
+    fn filter<F>(self, f: F) -> Stream<K, V>
+    where
+        F: Fn(&V) -> bool + Send + Sync + 'static;
+
+    /// Emits every item of `f(value)`. See [`FlatMap`].
+    fn flat_map<I, F>(self, f: F) -> Stream<K, I::Item>
+    where
+        K: Clone,
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(V) -> I + Send + Sync + 'static;
+}
+
+fn auto_name<K: Send + 'static, V: Send + 'static>(stream: &Stream<K, V>, kind: &str) -> String {
+    format!("{kind}-{}", stream.operator_names().len())
+}
+
+impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
+    fn map<V2, F>(self, f: F) -> Stream<K, V2>
+    where
+        V2: Send + 'static,
+        F: Fn(V) -> V2 + Send + Sync + 'static,
+    {
+        let name = auto_name(&self, "map");
+        let f = Arc::new(f);
+        self.apply(name, move || Map(f.clone()))
+    }
+
+    fn filter<F>(self, f: F) -> Stream<K, V>
+    where
+        F: Fn(&V) -> bool + Send + Sync + 'static,
+    {
+        let name = auto_name(&self, "filter");
+        let f = Arc::new(f);
+        self.apply(name, move || Filter(f.clone()))
+    }
+
+    fn flat_map<I, F>(self, f: F) -> Stream<K, I::Item>
+    where
+        K: Clone,
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        F: Fn(V) -> I + Send + Sync + 'static,
+    {
+        let name = auto_name(&self, "flat_map");
+        let f = Arc::new(f);
+        self.apply(name, move || FlatMap(f.clone()))
+    }
+}

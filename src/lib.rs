@@ -1,0 +1,42 @@
+//! # exactly
+//!
+//! Exactly-once stream processing on Apache Kafka, with pipelines written as Rust code.
+//!
+//! This facade re-exports the runtime ([`framework`], crate `exactly-framework`) and the
+//! operators ([`operators`], crate `exactly-operators`). Start with the [`prelude`]:
+//!
+//! ```no_run
+//! use exactly::prelude::*;
+//!
+//! # async fn run() -> exactly::Result<()> {
+//! let pipeline = Pipeline::from_topic("lines", Serde::string())
+//!     .flat_map(|line: String| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+//!     .filter(|word: &String| !word.is_empty())
+//!     .map(|word: String| word.to_lowercase())
+//!     .to_topic("words", Serde::bytes(), Serde::string());
+//! let config = Config::new("words-app", "127.0.0.1:9092").with_env()?;
+//! Runtime::new(config).run(pipeline).await
+//! # }
+//! ```
+//!
+//! The guarantees, the commit protocol and the architecture are described in `docs/`.
+//! [`testkit`] holds what tests, examples and benches need around a real broker.
+
+pub use exactly_framework as framework;
+pub use exactly_operators as operators;
+
+pub use exactly_framework::{
+    Assignment, Codec, Config, Error, Guarantee, Pipeline, Record, Result, Runtime, Serde, Sink,
+    Stream, Worker,
+};
+
+pub mod testkit;
+
+/// Everything a pipeline author needs in scope.
+pub mod prelude {
+    pub use exactly_framework::{
+        Codec, Collector, Config, Context, Guarantee, Operator, Partitioning, Pipeline, Record,
+        Runtime, Serde, Sink, Stream,
+    };
+    pub use exactly_operators::StreamExt;
+}

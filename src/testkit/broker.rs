@@ -1,0 +1,75 @@
+//! Where the broker is: `KAFKA_BROKERS`, or the local one started by `scripts/kafka`.
+
+use super::Result;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// Bootstrap servers for tests, examples and benches.
+///
+/// With `KAFKA_BROKERS` set, returns it and starts nothing. Otherwise runs
+/// `scripts/kafka start` (which reuses a running broker, and serialises concurrent starts
+/// across processes with a lock file) once per process and returns the address it prints.
+///
+/// # Errors
+/// The script's own message (Java or Maven missing, port taken, broker died).
+pub fn bootstrap_servers() -> Result<String> {
+    static ADDRESS: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    ADDRESS
+        .get_or_init(start_local)
+        .clone()
+        .map_err(super::TestkitError)
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join("kafka")
+}
+
+fn start_local() -> std::result::Result<String, String> {
+    if let Ok(b) = std::env::var("KAFKA_BROKERS") {
+        if !b.trim().is_empty() {
+            return Ok(b);
+        }
+    }
+    let script = script();
+    if !script.exists() {
+        return Err(format!(
+            "no KAFKA_BROKERS and no {} to start a local broker: set KAFKA_BROKERS=host:port",
+            script.display()
+        ));
+    }
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{} start` failed ({}); see its message above, or set KAFKA_BROKERS=host:port",
+            script.display(),
+            out.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .ok_or_else(|| format!("`{} start` printed no address", script.display()))
+}
+
+/// Like [`bootstrap_servers`] but panics with the message: for tests and benches.
+///
+/// # Panics
+/// When no broker can be had.
+pub fn require_broker() -> String {
+    match bootstrap_servers() {
+        Ok(b) => b,
+        Err(e) => panic!("no Kafka broker: {e}"),
+    }
+}

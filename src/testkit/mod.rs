@@ -1,0 +1,26 @@
+//! Helpers around a real Kafka broker for tests, examples and benches.
+//!
+//! - [`broker`]: the bootstrap servers, from `KAFKA_BROKERS` or the local broker that
+//!   `scripts/kafka start` runs (started once per machine, safe to call concurrently);
+//! - [`topics`]: unique names, create and delete topics, preload records;
+//! - [`reader`]: read a topic to its end under `read_committed` or `read_uncommitted`.
+
+pub mod broker;
+pub mod reader;
+pub mod topics;
+
+pub use broker::bootstrap_servers;
+pub use reader::{committed_offsets, read_to_end, Isolation, ReadRecord};
+pub use topics::{create_topic, delete_topic, produce, unique_name};
+
+/// An error of a testkit helper, with a message saying what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TestkitError(pub String);
+
+/// The testkit's result type.
+pub type Result<T> = std::result::Result<T, TestkitError>;
+
+pub(crate) fn err(msg: impl Into<String>) -> TestkitError {
+    TestkitError(msg.into())
+}

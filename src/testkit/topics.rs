@@ -1,0 +1,162 @@
+//! Topic names, creation, deletion, and preloading records.
+
+use super::{err, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientConfig;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A topic or group name unique to this process and call: `{prefix}-{pid}-{time}-{n}`.
+pub fn unique_name(prefix: &str) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{}-{millis}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| err(format!("cannot create an admin client for {brokers}: {e}")))
+}
+
+fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    // The admin client's futures complete on librdkafka's own thread: a minimal
+    // current-thread runtime is enough, and works inside or outside tokio tests.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map(|rt| rt.block_on(f))
+        })
+        .join()
+    })
+    .expect("admin thread panicked")
+    .expect("cannot build a tokio runtime")
+}
+
+/// Creates `topic` with `partitions` partitions (replication factor 1), and waits until
+/// its metadata is visible.
+///
+/// # Errors
+/// When the broker refuses (e.g. the topic exists).
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
+    create_topic_with(brokers, topic, partitions, &[])
+}
+
+/// Like [`create_topic`] with topic configs (e.g. `("cleanup.policy", "compact")`).
+///
+/// # Errors
+/// When the broker refuses.
+pub fn create_topic_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
+    let admin = admin(brokers)?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = block_on(admin.create_topics([&new], &opts))
+        .map_err(|e| err(format!("create topic {topic}: {e}")))?;
+    for r in results {
+        r.map_err(|(t, e)| err(format!("create topic {t}: {e}")))?;
+    }
+    // Wait until the metadata shows every partition with a leader.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map_err(|e| err(format!("metadata of {topic}: {e}")))?;
+        let ready = md.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_none()
+                && t.partitions().len() == partitions as usize
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+        });
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(err(format!("topic {topic} has no leaders after 30 s")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Deletes topics; missing ones are ignored.
+///
+/// # Errors
+/// When the admin client cannot be created or the request fails as a whole.
+pub fn delete_topic(brokers: &str, topics: &[&str]) -> Result<()> {
+    let admin = admin(brokers)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    block_on(admin.delete_topics(topics, &opts)).map_err(|e| err(format!("delete topics: {e}")))?;
+    Ok(())
+}
+
+/// Produces records `(partition, key, value)` (non-transactionally, idempotent) and waits
+/// until all are acknowledged. Returns how many were written.
+///
+/// # Errors
+/// When a record cannot be queued or the flush times out.
+pub fn produce<I, K, V>(brokers: &str, topic: &str, records: I) -> Result<u64>
+where
+    I: IntoIterator<Item = (Option<i32>, Option<K>, V)>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .map_err(|e| err(format!("cannot create a producer: {e}")))?;
+    let mut n = 0u64;
+    for (partition, key, value) in records {
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value.as_ref());
+        rec.partition = partition;
+        if let Some(k) = &key {
+            rec = rec.key(k.as_ref());
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    rec = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(err(format!("produce to {topic}: {e}"))),
+            }
+        }
+        n += 1;
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(|e| err(format!("flush to {topic}: {e}")))?;
+    Ok(n)
+}

@@ -1,0 +1,47 @@
+//! Shared by the integration tests: the broker, unique topics, readers (see
+//! `exactly::testkit`), plus small test-only helpers.
+#![allow(dead_code)]
+
+pub use exactly::testkit::*;
+use rdkafka::producer::BaseProducer;
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+/// The broker for this test binary (starting the local one if needed).
+pub fn brokers() -> String {
+    exactly::testkit::broker::require_broker()
+}
+
+/// A fresh topic with `partitions` partitions; returns its unique name.
+pub fn new_topic(brokers: &str, prefix: &str, partitions: i32) -> String {
+    let name = unique_name(prefix);
+    create_topic(brokers, &name, partitions).expect("create topic");
+    name
+}
+
+/// A transactional producer with a unique `transactional.id`, initialised.
+pub fn transactional_producer(brokers: &str, transactional_id: &str) -> BaseProducer {
+    use rdkafka::producer::Producer;
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    p.init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
+    p
+}
+
+/// Generous deadline for reading a topic to its end.
+pub const READ_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Initialises tracing once (RUST_LOG controls it).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
