@@ -57,7 +57,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let args = Args::parse();
     let brokers = match &args.brokers {
@@ -67,11 +69,17 @@ async fn main() -> anyhow::Result<()> {
     if args.demo {
         return demo(&args, &brokers).await;
     }
-    let (input, output) = (args.input.clone().unwrap_or_default(), args.output.clone().unwrap_or_default());
+    let (input, output) = (
+        args.input.clone().unwrap_or_default(),
+        args.output.clone().unwrap_or_default(),
+    );
     let config = config(&args, &brokers)?;
     let worker = Runtime::new(config).spawn(Pipeline::copy(&input, &output))?;
     let stats = worker_until_signal(worker).await?;
-    println!("copied {} records from {input} to {output}", stats.records_out);
+    println!(
+        "copied {} records from {input} to {output}",
+        stats.records_out
+    );
     Ok(())
 }
 
@@ -88,7 +96,9 @@ fn config(args: &Args, brokers: &str) -> anyhow::Result<Config> {
 }
 
 /// Runs until SIGINT/SIGTERM (then stops the worker cleanly) or until the worker fails.
-async fn worker_until_signal(worker: exactly::Worker) -> anyhow::Result<exactly::framework::StatsSnapshot> {
+async fn worker_until_signal(
+    worker: exactly::Worker,
+) -> anyhow::Result<exactly::framework::StatsSnapshot> {
     let signal = exactly::framework::runtime::shutdown_signal();
     tokio::pin!(signal);
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
@@ -119,11 +129,19 @@ async fn demo(args: &Args, brokers: &str) -> anyhow::Result<()> {
     let loaded = testkit::produce(
         brokers,
         &input,
-        (0..n).map(|i| (Some((i % 4) as i32), Some(format!("k{i}")), format!("record {i}"))),
+        (0..n).map(|i| {
+            (
+                Some((i % 4) as i32),
+                Some(format!("k{i}")),
+                format!("record {i}"),
+            )
+        }),
     )?;
     println!("loaded {loaded} records into {input} (4 partitions) on {brokers}");
 
-    let config = Config::new(&group, brokers).with_guarantee(args.guarantee).with_env()?;
+    let config = Config::new(&group, brokers)
+        .with_guarantee(args.guarantee)
+        .with_env()?;
     let copy_started = Instant::now();
     let worker = Runtime::new(config).spawn(Pipeline::copy(&input, &output))?;
     // Done when the group has committed the end offset of every input partition.
@@ -133,7 +151,9 @@ async fn demo(args: &Args, brokers: &str) -> anyhow::Result<()> {
             break;
         }
         let committed = testkit::committed_offsets(brokers, &group, &input)?;
-        let done = ends.iter().all(|(p, end)| committed.iter().any(|(cp, o)| cp == p && *o == Some(*end)));
+        let done = ends
+            .iter()
+            .all(|(p, end)| committed.iter().any(|(cp, o)| cp == p && *o == Some(*end)));
         if done {
             break;
         }
@@ -144,9 +164,19 @@ async fn demo(args: &Args, brokers: &str) -> anyhow::Result<()> {
     worker.stop();
     worker.wait().await.context("the copier failed")?;
 
-    let copied = testkit::read_to_end(brokers, &output, testkit::Isolation::ReadCommitted, Duration::from_secs(60))?;
-    let mut want: Vec<(i32, Vec<u8>)> = (0..n).map(|i| ((i % 4) as i32, format!("record {i}").into_bytes())).collect();
-    let mut got: Vec<(i32, Vec<u8>)> = copied.iter().map(|r| (r.partition, r.value.clone().unwrap_or_default())).collect();
+    let copied = testkit::read_to_end(
+        brokers,
+        &output,
+        testkit::Isolation::ReadCommitted,
+        Duration::from_secs(60),
+    )?;
+    let mut want: Vec<(i32, Vec<u8>)> = (0..n)
+        .map(|i| ((i % 4) as i32, format!("record {i}").into_bytes()))
+        .collect();
+    let mut got: Vec<(i32, Vec<u8>)> = copied
+        .iter()
+        .map(|r| (r.partition, r.value.clone().unwrap_or_default()))
+        .collect();
     want.sort();
     got.sort();
     println!(
@@ -159,8 +189,16 @@ async fn demo(args: &Args, brokers: &str) -> anyhow::Result<()> {
     );
     testkit::delete_topic(brokers, &[&input, &output])?;
     if got != want {
-        bail!("verification failed: expected {} records, read_committed shows {}", want.len(), got.len());
+        bail!(
+            "verification failed: expected {} records, read_committed shows {}",
+            want.len(),
+            got.len()
+        );
     }
-    println!("verified: {} records, 0 lost, 0 duplicated (total {:.1} s)", n, started.elapsed().as_secs_f64());
+    println!(
+        "verified: {} records, 0 lost, 0 duplicated (total {:.1} s)",
+        n,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! Build it in code ([`Config::new`] and the `with_*` setters), deserialize it (serde, unknown
 //! fields rejected), or overlay environment variables with [`Config::with_env`]
-//! (`EXACTLY_APPLICATION_ID`, `EXACTLY_BROKERS`, ... and `EXACTLY_KAFKA_<PROPERTY>` for raw
+//! (`EXACTLY_APPLICATION_ID`, `EXACTLY_BROKERS`, ... and `EXACTLY_LIBRDKAFKA_<PROPERTY>` for raw
 //! librdkafka properties, `_` standing for `.`).
 
 use crate::error::{Error, Result};
@@ -122,6 +122,10 @@ pub struct Config {
     /// Raw librdkafka properties passed to every client (consumer and producer). Values whose
     /// key mentions a password, secret or jaas config are hidden in `Debug`.
     pub kafka: BTreeMap<String, String>,
+    /// Raw librdkafka properties for the consumer only (e.g. `heartbeat.interval.ms`).
+    pub kafka_consumer: BTreeMap<String, String>,
+    /// Raw librdkafka properties for the producer only (e.g. `linger.ms`).
+    pub kafka_producer: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -141,6 +145,8 @@ impl Default for Config {
             kafka_call_timeout_ms: 30_000,
             max_retries: 5,
             kafka: BTreeMap::new(),
+            kafka_consumer: BTreeMap::new(),
+            kafka_producer: BTreeMap::new(),
         }
     }
 }
@@ -148,6 +154,17 @@ impl Default for Config {
 fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password") || k.contains("secret") || k.contains("jaas") || k.contains("token")
+}
+
+fn hide(m: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    m.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                if is_secret(k) { "<hidden>" } else { v.as_str() },
+            )
+        })
+        .collect()
 }
 
 impl fmt::Debug for Config {
@@ -177,6 +194,8 @@ impl fmt::Debug for Config {
             .field("kafka_call_timeout_ms", &self.kafka_call_timeout_ms)
             .field("max_retries", &self.max_retries)
             .field("kafka", &kafka)
+            .field("kafka_consumer", &hide(&self.kafka_consumer))
+            .field("kafka_producer", &hide(&self.kafka_producer))
             .finish()
     }
 }
@@ -251,9 +270,29 @@ impl Config {
         self
     }
 
+    /// Adds a raw librdkafka property for the consumer only.
+    pub fn with_consumer_property(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.kafka_consumer.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a raw librdkafka property for the producer only.
+    pub fn with_producer_property(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.kafka_producer.insert(key.into(), value.into());
+        self
+    }
+
     /// Overlays `EXACTLY_*` environment variables: `EXACTLY_<FIELD>` for each field
-    /// (`EXACTLY_COMMIT_INTERVAL_MS=50`), `EXACTLY_KAFKA_<PROP>` for raw properties
-    /// (`EXACTLY_KAFKA_SECURITY_PROTOCOL=ssl`).
+    /// (`EXACTLY_COMMIT_INTERVAL_MS=50`), `EXACTLY_LIBRDKAFKA_<PROP>` for raw properties
+    /// (`EXACTLY_LIBRDKAFKA_SECURITY_PROTOCOL=ssl`).
     ///
     /// # Errors
     /// [`Error::Config`] naming the variable when a value does not parse.
@@ -278,20 +317,21 @@ impl Config {
                 "COMMIT_MAX_RECORDS" => self.commit_max_records = num(&key, &v)?,
                 "STATE_DIR" => self.state_dir = v.into(),
                 "ASSIGNMENT" => {
-                    self.assignment =
-                        match v.as_str() {
-                            "cooperative_sticky" | "cooperative-sticky" => {
-                                Assignment::CooperativeSticky
-                            }
-                            "range" => Assignment::Range,
-                            "round_robin" | "roundrobin" => Assignment::RoundRobin,
-                            _ => return Err(Error::config(
+                    self.assignment = match v.as_str() {
+                        "cooperative_sticky" | "cooperative-sticky" => {
+                            Assignment::CooperativeSticky
+                        }
+                        "range" => Assignment::Range,
+                        "round_robin" | "roundrobin" => Assignment::RoundRobin,
+                        _ => {
+                            return Err(Error::config(
                                 key,
                                 format!(
                                     "`{v}` is not one of cooperative_sticky, range, round_robin"
                                 ),
-                            )),
+                            ))
                         }
+                    }
                 }
                 "GROUP_INSTANCE_ID" => self.group_instance_id = Some(v),
                 "SESSION_TIMEOUT_MS" => self.session_timeout_ms = num(&key, &v)?,
@@ -299,8 +339,10 @@ impl Config {
                 "TRANSACTION_TIMEOUT_MS" => self.transaction_timeout_ms = num(&key, &v)?,
                 "KAFKA_CALL_TIMEOUT_MS" => self.kafka_call_timeout_ms = num(&key, &v)?,
                 "MAX_RETRIES" => self.max_retries = num(&key, &v)?,
-                f if f.starts_with("KAFKA_") => {
-                    let prop = f["KAFKA_".len()..].to_ascii_lowercase().replace('_', ".");
+                f if f.starts_with("LIBRDKAFKA_") => {
+                    let prop = f["LIBRDKAFKA_".len()..]
+                        .to_ascii_lowercase()
+                        .replace('_', ".");
                     self.kafka.insert(prop, v);
                 }
                 // Other EXACTLY_ variables belong to tools (EXACTLY_KAFKA_HOME, ...).
@@ -424,11 +466,16 @@ impl Config {
         Ok(())
     }
 
-    /// The raw properties plus the ones every client shares.
-    pub(crate) fn base_client_config(&self) -> rdkafka::ClientConfig {
+    /// The raw properties for the consumer (`consumer == true`) or the producer.
+    pub(crate) fn client_config(&self, consumer: bool) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.kafka {
+        let own = if consumer {
+            &self.kafka_consumer
+        } else {
+            &self.kafka_producer
+        };
+        for (k, v) in self.kafka.iter().chain(own) {
             c.set(k, v);
         }
         c
@@ -498,7 +545,8 @@ mod tests {
         let vars = [
             ("EXACTLY_COMMIT_INTERVAL_MS", "50"),
             ("EXACTLY_GUARANTEE", "at_least_once"),
-            ("EXACTLY_KAFKA_SECURITY_PROTOCOL", "plaintext"),
+            ("EXACTLY_LIBRDKAFKA_SECURITY_PROTOCOL", "plaintext"),
+            ("EXACTLY_KAFKA_HOME", "/tmp/not-a-property"),
             ("PATH", "/bin"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));

@@ -211,7 +211,13 @@ impl Error {
     }
 }
 
-/// Error codes that mean this instance lost the right to commit.
+/// Error codes that mean this instance lost the right to commit: its producer epoch was
+/// bumped by another instance, its static id was taken, or the group removed it (it stalled
+/// past `max.poll.interval.ms` or the session timed out) and gave its partitions to others.
+///
+/// `ILLEGAL_GENERATION` is not among them: during a cooperative rebalance a member that
+/// keeps its partitions may commit with the previous generation; that cycle is aborted and
+/// replayed, and the worker goes on with the new generation.
 fn is_fencing_code(code: RDKafkaErrorCode) -> bool {
     matches!(
         code,
@@ -220,7 +226,6 @@ fn is_fencing_code(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::Fenced
             | RDKafkaErrorCode::FencedInstanceId
             | RDKafkaErrorCode::UnknownMemberId
-            | RDKafkaErrorCode::IllegalGeneration
             | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
     )
 }
@@ -262,10 +267,20 @@ mod tests {
     fn fencing_codes_are_fatal() {
         let e = Error::kafka(
             KafkaOp::SendOffsets,
-            KafkaError::ConsumerCommit(RDKafkaErrorCode::IllegalGeneration),
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId),
         );
         assert!(matches!(e, Error::Fenced { .. }), "{e:?}");
         assert_eq!(e.action(), Action::Fatal);
+    }
+
+    #[test]
+    fn a_stale_generation_aborts_and_goes_on() {
+        let e = Error::kafka(
+            KafkaOp::SendOffsets,
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::IllegalGeneration),
+        );
+        assert!(matches!(e, Error::Kafka { .. }), "{e:?}");
+        assert_eq!(e.action(), Action::Abort);
     }
 
     #[test]

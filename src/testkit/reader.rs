@@ -101,8 +101,11 @@ pub fn read_to_end(
     c.assign(&tpl).map_err(|e| err(format!("assign: {e}")))?;
     let give_up = Instant::now() + deadline;
     let mut out = Vec::new();
+    let mut since_check = 0u32;
     loop {
-        match c.poll(Duration::from_millis(100)) {
+        let polled = c.poll(Duration::from_millis(100));
+        let idle = polled.is_none();
+        match polled {
             Some(Ok(m)) => out.push(ReadRecord {
                 partition: m.partition(),
                 offset: m.offset(),
@@ -120,6 +123,12 @@ pub fn read_to_end(
             Some(Err(e)) => return Err(err(format!("reading {topic}: {e}"))),
             None => {}
         }
+        // Positions are checked when idle, and every few thousand records.
+        since_check += 1;
+        if !idle && since_check < 5_000 {
+            continue;
+        }
+        since_check = 0;
         let positions = c.position().map_err(|e| err(format!("position: {e}")))?;
         let behind: Vec<(i32, i64, i64)> = ends
             .iter()

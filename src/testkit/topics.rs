@@ -113,50 +113,79 @@ pub fn delete_topic(brokers: &str, topics: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Produces records `(partition, key, value)` (non-transactionally, idempotent) and waits
-/// until all are acknowledged. Returns how many were written.
+/// A plain (idempotent, non-transactional) producer for loading input data.
+pub struct Loader {
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl Loader {
+    /// Connects a loader to `brokers`.
+    ///
+    /// # Errors
+    /// When the producer cannot be created.
+    pub fn new(brokers: &str) -> Result<Loader> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .set("queue.buffering.max.messages", "500000")
+            .create()
+            .map_err(|e| err(format!("cannot create a producer: {e}")))?;
+        Ok(Loader { producer })
+    }
+
+    /// Sends records `(partition, key, value)` and waits until all are acknowledged.
+    /// Returns how many were written.
+    ///
+    /// # Errors
+    /// When a record cannot be queued or the flush times out.
+    pub fn send<I, K, V>(&self, topic: &str, records: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = (Option<i32>, Option<K>, V)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut n = 0u64;
+        for (partition, key, value) in records {
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value.as_ref());
+            rec.partition = partition;
+            if let Some(k) = &key {
+                rec = rec.key(k.as_ref());
+            }
+            loop {
+                match self.producer.send(rec) {
+                    Ok(()) => break,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        back,
+                    )) => {
+                        rec = back;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(err(format!("produce to {topic}: {e}"))),
+                }
+            }
+            n += 1;
+        }
+        self.producer
+            .flush(Duration::from_secs(120))
+            .map_err(|e| err(format!("flush to {topic}: {e}")))?;
+        Ok(n)
+    }
+}
+
+/// Produces records `(partition, key, value)` with a new [`Loader`] and waits until all are
+/// acknowledged. Returns how many were written.
 ///
 /// # Errors
-/// When a record cannot be queued or the flush times out.
+/// As [`Loader::send`].
 pub fn produce<I, K, V>(brokers: &str, topic: &str, records: I) -> Result<u64>
 where
     I: IntoIterator<Item = (Option<i32>, Option<K>, V)>,
     K: AsRef<[u8]>,
     V: AsRef<[u8]>,
 {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "500000")
-        .create()
-        .map_err(|e| err(format!("cannot create a producer: {e}")))?;
-    let mut n = 0u64;
-    for (partition, key, value) in records {
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value.as_ref());
-        rec.partition = partition;
-        if let Some(k) = &key {
-            rec = rec.key(k.as_ref());
-        }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return Err(err(format!("produce to {topic}: {e}"))),
-            }
-        }
-        n += 1;
-    }
-    producer
-        .flush(Duration::from_secs(120))
-        .map_err(|e| err(format!("flush to {topic}: {e}")))?;
-    Ok(n)
+    Loader::new(brokers)?.send(topic, records)
 }

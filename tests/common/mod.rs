@@ -2,6 +2,8 @@
 //! `exactly::testkit`), plus small test-only helpers.
 #![allow(dead_code)]
 
+pub mod copy_check;
+
 pub use exactly::testkit::*;
 use rdkafka::producer::BaseProducer;
 use rdkafka::ClientConfig;

@@ -191,7 +191,7 @@ fn new_transactional_id(config: &Config) -> String {
 }
 
 fn create_producer(config: &Config, stats: Arc<Stats>) -> Result<Arc<OutputProducer>> {
-    let mut c = config.base_client_config();
+    let mut c = config.client_config(false);
     c.set("partitioner", "murmur2_random");
     match config.guarantee {
         Guarantee::ExactlyOnce => {

@@ -16,7 +16,7 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
     config: &Config,
     context: C,
 ) -> Result<BaseConsumer<C>> {
-    let mut c = config.base_client_config();
+    let mut c = config.client_config(true);
     c.set("group.id", &config.application_id)
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
