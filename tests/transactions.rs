@@ -90,7 +90,7 @@ fn send_offsets_to_transaction_moves_committed_offsets_only_on_commit() {
     let p = transactional_producer(&b, &unique_name("txn-offsets"));
 
     // Consume 10 records, produce them, commit with their offsets.
-    let mut consume_and_send = |n: usize| -> i64 {
+    let consume_and_send = |n: usize| -> i64 {
         let mut next = 0;
         let mut got = 0;
         let deadline = std::time::Instant::now() + T;

@@ -170,7 +170,7 @@ pub fn copier_binary() -> PathBuf {
     let bin = dir.join("examples").join("copier");
     assert!(
         bin.exists(),
-        "{} not built: run `cargo test` (it builds the examples)",
+        "{} not built: plain `cargo test` builds it; with `--test NAME` run `cargo build --examples` first",
         bin.display()
     );
     bin
