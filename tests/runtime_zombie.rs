@@ -1,0 +1,93 @@
+//! A zombie worker: stalled inside an operator past `max.poll.interval.ms`, its partitions
+//! move to another worker. When it wakes it must not commit: it is fenced, stops with a
+//! clear error, and the output stays exact.
+
+mod common;
+
+use common::copy_check::*;
+use common::*;
+use exactly::framework::{Collector, Context, Operator, Partitioning, Record};
+use exactly::{Config, Error, Pipeline, Runtime, Serde, Sink};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Raw = Option<Vec<u8>>;
+
+/// Passes records through; the first time it sees the value `STALL` it raises `stalling`
+/// and blocks for `stall` (this is the stall under test, not a synchronisation).
+struct Staller {
+    armed: Arc<AtomicBool>,
+    stalling: Arc<AtomicBool>,
+    stall: Duration,
+}
+
+impl Operator<Raw, Raw> for Staller {
+    type OutKey = Raw;
+    type OutValue = Raw;
+    fn process(&mut self, r: Record<Raw, Raw>, _: &mut Context, out: &mut dyn Collector<Raw, Raw>) -> exactly::Result<()> {
+        if r.value.as_deref() == Some(b"STALL".as_slice()) && self.armed.swap(false, Ordering::SeqCst) {
+            self.stalling.store(true, Ordering::SeqCst);
+            std::thread::sleep(self.stall);
+        }
+        out.collect(r)
+    }
+}
+
+#[test]
+fn a_stalled_worker_is_fenced_and_the_output_stays_exact() {
+    init_tracing();
+    let b = brokers();
+    let input = new_topic(&b, "zombie-in", 2);
+    let output = new_topic(&b, "zombie-out", 2);
+    let group = unique_name("zombie");
+    let mut records: Vec<(Option<i32>, Option<&str>, String)> = Vec::new();
+    for p in 0..2 {
+        for i in 0..500 {
+            records.push((Some(p), None, format!("p{p}-{i:08}")));
+        }
+    }
+    records.insert(250, (Some(0), None, "STALL".to_string()));
+    produce(&b, &input, records).unwrap();
+
+    let armed = Arc::new(AtomicBool::new(true));
+    let stalling = Arc::new(AtomicBool::new(false));
+    let (a, s) = (armed.clone(), stalling.clone());
+    let pipeline = Pipeline::from_topic_with_key(&input, Serde::raw(), Serde::raw())
+        .apply("staller", move || Staller {
+            armed: a.clone(),
+            stalling: s.clone(),
+            stall: Duration::from_secs(9),
+        })
+        .to(Sink::topic(&output, Serde::raw(), Serde::raw()).partitioning(Partitioning::SameAsInput));
+    let config = Config::new(&group, &b)
+        .with_session_timeout(Duration::from_secs(3))
+        .with_max_poll_interval(Duration::from_secs(3))
+        .with_commit_max_records(1_000_000)
+        .with_commit_interval(Duration::from_millis(200))
+        .with_consumer_property("heartbeat.interval.ms", "500");
+    let runtime = Runtime::new(config);
+    let zombie = runtime.spawn(pipeline.clone()).unwrap();
+
+    // Wait for the stall, then start the worker that takes over.
+    let t0 = Instant::now();
+    while !stalling.load(Ordering::SeqCst) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the worker never reached the STALL record");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let successor = runtime.spawn(pipeline).unwrap();
+
+    let result = zombie.join();
+    let err = result.expect_err("the zombie must not finish normally");
+    eprintln!("zombie stopped with: {err}");
+    assert!(matches!(err, Error::Fenced { .. }), "expected a fencing error, got {err:?}");
+    assert!(err.to_string().contains("fenced"), "{err}");
+
+    wait_until_committed(&b, &group, &input, Duration::from_secs(60));
+    successor.stop();
+    successor.join().unwrap();
+    let report = compare_copy(&b, &input, &output);
+    assert_eq!(report.input, 1001);
+    assert!(report.is_exact(), "{report:?}");
+    delete_topic(&b, &[&input, &output]).unwrap();
+}
