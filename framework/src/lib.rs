@@ -33,6 +33,8 @@ pub mod record;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use codec::{Codec, Serde};
 pub use config::{Assignment, Config, Guarantee};

@@ -27,3 +27,18 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exactly_framework::testing::Harness;
+
+    #[test]
+    fn keeps_only_passing_values() {
+        let mut h = Harness::new(Filter(Arc::new(|v: &i32| v % 2 == 0)));
+        for v in 0..6 {
+            h.push(None::<()>, v).unwrap();
+        }
+        assert_eq!(h.values(), vec![0, 2, 4]);
+    }
+}

@@ -42,3 +42,23 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exactly_framework::testing::Harness;
+
+    #[test]
+    fn emits_every_item_with_the_input_key() {
+        let split = |line: String| line.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let mut h = Harness::new(FlatMap(Arc::new(split)));
+        h.push(Some(7u8), "a b c".to_string()).unwrap();
+        h.push(Some(8u8), String::new()).unwrap();
+        let out = h.take_output();
+        assert_eq!(
+            out.iter().map(|r| r.value.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b", "c", ""]
+        );
+        assert!(out[..3].iter().all(|r| r.key == Some(7)));
+    }
+}

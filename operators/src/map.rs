@@ -37,3 +37,23 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use exactly_framework::testing::Harness;
+
+    #[test]
+    fn maps_values_and_keeps_keys() {
+        let mut h = Harness::new(Map(Arc::new(|v: i32| v * 10)));
+        h.push(Some("k"), 1).unwrap();
+        h.push(None, 2).unwrap();
+        let out = h.take_output();
+        assert_eq!(
+            out.iter().map(|r| r.value).collect::<Vec<_>>(),
+            vec![10, 20]
+        );
+        assert_eq!(out[0].key, Some("k"));
+        assert_eq!(out[1].origin.offset, 1);
+    }
+}

@@ -1,0 +1,137 @@
+//! An operator harness without Kafka: records and barriers in, records out.
+//!
+//! Enabled by the `testing` feature. Drives one operator instance exactly as the runtime
+//! drives it in one task: `on_assign` before the first record, `on_barrier` at each
+//! [`Harness::barrier`], then `on_commit` or `on_abort`.
+//!
+//! ```
+//! use exactly_framework::testing::Harness;
+//! use exactly_framework::{Collector, Context, Operator, Record, Result};
+//!
+//! struct Upper;
+//! impl Operator<(), String> for Upper {
+//!     type OutKey = ();
+//!     type OutValue = String;
+//!     fn process(&mut self, r: Record<(), String>, _: &mut Context, out: &mut dyn Collector<(), String>) -> Result<()> {
+//!         let v = r.value.to_uppercase();
+//!         out.collect(r.with_value(v))
+//!     }
+//! }
+//!
+//! let mut h = Harness::new(Upper);
+//! h.push(None, "a".to_string()).unwrap();
+//! assert_eq!(h.values(), vec!["A".to_string()]);
+//! ```
+
+use crate::error::Result;
+use crate::operator::{Collector, Context, Operator};
+use crate::record::{Origin, Record, TaskId};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+struct VecCollector<K, V>(Vec<Record<K, V>>);
+
+impl<K, V> Collector<K, V> for VecCollector<K, V> {
+    fn collect(&mut self, record: Record<K, V>) -> Result<()> {
+        self.0.push(record);
+        Ok(())
+    }
+}
+
+/// Runs one operator instance as task `test/0`.
+pub struct Harness<K, V, O: Operator<K, V>> {
+    op: O,
+    ctx: Context,
+    out: VecCollector<O::OutKey, O::OutValue>,
+    assigned: bool,
+    next_offset: i64,
+    _in: PhantomData<fn(K, V)>,
+}
+
+impl<K, V, O: Operator<K, V>> Harness<K, V, O> {
+    /// A harness around `op`.
+    pub fn new(op: O) -> Self {
+        let task = TaskId {
+            topic: Arc::from("test"),
+            partition: 0,
+        };
+        Harness {
+            op,
+            ctx: Context::new(task, "under-test"),
+            out: VecCollector(Vec::new()),
+            assigned: false,
+            next_offset: 0,
+            _in: PhantomData,
+        }
+    }
+
+    fn assign(&mut self) -> Result<()> {
+        if !self.assigned {
+            self.op.on_assign(&mut self.ctx)?;
+            self.assigned = true;
+        }
+        Ok(())
+    }
+
+    /// Processes a record with this key and value (offsets count from 0).
+    ///
+    /// # Errors
+    /// The operator's error.
+    pub fn push(&mut self, key: Option<K>, value: V) -> Result<()> {
+        let record = Record {
+            key,
+            value,
+            timestamp: None,
+            headers: Vec::new(),
+            origin: Origin {
+                topic: self.ctx.task().topic.clone(),
+                partition: 0,
+                offset: self.next_offset,
+            },
+        };
+        self.push_record(record)
+    }
+
+    /// Processes a complete record.
+    ///
+    /// # Errors
+    /// The operator's error.
+    pub fn push_record(&mut self, record: Record<K, V>) -> Result<()> {
+        self.assign()?;
+        self.next_offset = record.origin.offset + 1;
+        self.op.process(record, &mut self.ctx, &mut self.out)
+    }
+
+    /// A commit barrier followed by a successful commit.
+    ///
+    /// # Errors
+    /// The operator's error.
+    pub fn barrier(&mut self) -> Result<()> {
+        self.assign()?;
+        self.op.on_barrier(&mut self.ctx, &mut self.out)?;
+        self.op.on_commit(&mut self.ctx)
+    }
+
+    /// An aborted cycle: the operator forgets what it did since the last commit.
+    pub fn abort(&mut self) {
+        self.op.on_abort(&mut self.ctx);
+    }
+
+    /// Takes the records emitted so far.
+    pub fn take_output(&mut self) -> Vec<Record<O::OutKey, O::OutValue>> {
+        std::mem::take(&mut self.out.0)
+    }
+
+    /// The values emitted so far (cloned).
+    pub fn values(&self) -> Vec<O::OutValue>
+    where
+        O::OutValue: Clone,
+    {
+        self.out.0.iter().map(|r| r.value.clone()).collect()
+    }
+
+    /// The operator, to inspect its fields.
+    pub fn operator(&self) -> &O {
+        &self.op
+    }
+}
