@@ -30,8 +30,9 @@ fn crash_rounds(guarantee: &str) -> CopyReport {
     let feeder = Feeder::start(&b, &input, 4, RECORDS, 20_000);
     let started = Instant::now();
 
-    let spawn = |instance: &str| CopierProcess::spawn(&b, &group, &input, &output, guarantee, instance);
-    let mut workers = vec![Some(spawn("w0")), Some(spawn("w1"))];
+    let spawn =
+        |instance: &str| CopierProcess::spawn(&b, &group, &input, &output, guarantee, instance);
+    let mut workers = [Some(spawn("w0")), Some(spawn("w1"))];
     let mut kills = 0;
     while started.elapsed() < Duration::from_secs(10) || kills < 4 {
         // A random moment: the workers commit every 100 ms, so some kills land inside a
@@ -51,7 +52,11 @@ fn crash_rounds(guarantee: &str) -> CopyReport {
         let w = w.take().unwrap();
         let log = w.log.clone();
         let status = w.terminate();
-        assert!(status.success(), "a worker did not stop cleanly on SIGTERM ({status}); log: {}", log.display());
+        assert!(
+            status.success(),
+            "a worker did not stop cleanly on SIGTERM ({status}); log: {}",
+            log.display()
+        );
     }
     let report = compare_copy(&b, &input, &output);
     eprintln!("{guarantee}: {report:?}");
@@ -71,7 +76,10 @@ fn at_least_once_copy_loses_nothing_under_sigkill_rounds() {
     let report = crash_rounds("at_least_once");
     assert_eq!(report.lost, 0, "at-least-once lost records: {report:?}");
     assert!(report.out_of_order.is_empty(), "{report:?}");
-    eprintln!("at_least_once: {} duplicates after the SIGKILL rounds", report.duplicated);
+    eprintln!(
+        "at_least_once: {} duplicates after the SIGKILL rounds",
+        report.duplicated
+    );
 }
 
 #[test]

@@ -25,8 +25,15 @@ struct Staller {
 impl Operator<Raw, Raw> for Staller {
     type OutKey = Raw;
     type OutValue = Raw;
-    fn process(&mut self, r: Record<Raw, Raw>, _: &mut Context, out: &mut dyn Collector<Raw, Raw>) -> exactly::Result<()> {
-        if r.value.as_deref() == Some(b"STALL".as_slice()) && self.armed.swap(false, Ordering::SeqCst) {
+    fn process(
+        &mut self,
+        r: Record<Raw, Raw>,
+        _: &mut Context,
+        out: &mut dyn Collector<Raw, Raw>,
+    ) -> exactly::Result<()> {
+        if r.value.as_deref() == Some(b"STALL".as_slice())
+            && self.armed.swap(false, Ordering::SeqCst)
+        {
             self.stalling.store(true, Ordering::SeqCst);
             std::thread::sleep(self.stall);
         }
@@ -59,7 +66,8 @@ fn a_stalled_worker_is_fenced_and_the_output_stays_exact() {
             stalling: s.clone(),
             stall: Duration::from_secs(9),
         })
-        .to(Sink::topic(&output, Serde::raw(), Serde::raw()).partitioning(Partitioning::SameAsInput));
+        .to(Sink::topic(&output, Serde::raw(), Serde::raw())
+            .partitioning(Partitioning::SameAsInput));
     let config = Config::new(&group, &b)
         .with_session_timeout(Duration::from_secs(3))
         .with_max_poll_interval(Duration::from_secs(3))
@@ -72,7 +80,10 @@ fn a_stalled_worker_is_fenced_and_the_output_stays_exact() {
     // Wait for the stall, then start the worker that takes over.
     let t0 = Instant::now();
     while !stalling.load(Ordering::SeqCst) {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the worker never reached the STALL record");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the worker never reached the STALL record"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let successor = runtime.spawn(pipeline).unwrap();
@@ -80,7 +91,10 @@ fn a_stalled_worker_is_fenced_and_the_output_stays_exact() {
     let result = zombie.join();
     let err = result.expect_err("the zombie must not finish normally");
     eprintln!("zombie stopped with: {err}");
-    assert!(matches!(err, Error::Fenced { .. }), "expected a fencing error, got {err:?}");
+    assert!(
+        matches!(err, Error::Fenced { .. }),
+        "expected a fencing error, got {err:?}"
+    );
     assert!(err.to_string().contains("fenced"), "{err}");
 
     wait_until_committed(&b, &group, &input, Duration::from_secs(60));
