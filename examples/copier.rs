@@ -46,6 +46,9 @@ struct Args {
     /// Session timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     session_timeout_ms: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9000).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Start the local broker, load sample records, copy them, verify, and exit.
     #[arg(long)]
     demo: bool,
@@ -62,6 +65,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(addr) = args.metrics_addr {
+        exactly::framework::observability::install_prometheus(addr)?;
+    }
     let brokers = match &args.brokers {
         Some(b) => b.clone(),
         None => testkit::bootstrap_servers()?,

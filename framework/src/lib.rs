@@ -27,6 +27,7 @@ pub mod codec;
 pub mod commit;
 pub mod config;
 pub mod error;
+pub mod observability;
 pub mod operator;
 pub mod pipeline;
 pub mod record;

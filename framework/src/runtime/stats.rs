@@ -2,7 +2,10 @@
 //!
 //! Metric names (all prefixed `exactly_`): `records_in_total`, `records_out_total`,
 //! `transactions_committed_total`, `transactions_aborted_total`, `commit_latency_seconds`
-//! (histogram), `rebalances_total`, `rebalance_pause_seconds` (histogram).
+//! (histogram), `rebalances_total`, `rebalance_pause_seconds` (histogram: how long
+//! processing stopped in the revoke callback), `partition_lag{topic, partition}` (gauge, from
+//! librdkafka's statistics every 5 s). Install any `metrics` recorder to collect them, for
+//! example [`install_prometheus`](crate::observability::install_prometheus).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

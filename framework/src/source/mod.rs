@@ -30,6 +30,12 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
             config.max_poll_interval_ms.to_string(),
         )
         .set("enable.partition.eof", "false");
+    if !config.kafka.contains_key("statistics.interval.ms")
+        && !config.kafka_consumer.contains_key("statistics.interval.ms")
+    {
+        // Feeds the per-partition lag gauge.
+        c.set("statistics.interval.ms", "5000");
+    }
     match config.guarantee {
         Guarantee::ExactlyOnce | Guarantee::AtLeastOnce => {
             c.set("enable.auto.commit", "false")
