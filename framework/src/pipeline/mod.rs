@@ -1,16 +1,5 @@
 //! The user's builder: a typed chain from one input topic to one output topic.
-//!
-//! ```no_run
-//! use exactly_framework::{Config, Pipeline, Runtime, Serde, Sink};
-//! # async fn run() -> exactly_framework::Result<()> {
-//! let pipeline = Pipeline::from_topic("lines", Serde::string())
-//!     .to(Sink::topic("copy", Serde::bytes(), Serde::string()));
-//! Runtime::new(Config::new("my-app", "127.0.0.1:9092")).run(pipeline).await
-//! # }
-//! ```
-//!
-//! `map`, `filter`, `flat_map` and the other operators come from the `exactly-operators`
-//! crate (`use exactly::prelude::*`), built on [`Stream::apply`] like your own operators.
+//! See [`Pipeline`].
 
 pub(crate) mod node;
 
@@ -29,6 +18,45 @@ type BuildTask = dyn Fn(&TaskId, &Arc<OutputProducer>) -> Box<dyn RawNode> + Sen
 ///
 /// Start one with [`Pipeline::from_topic`], add operators, finish with [`Stream::to`] or
 /// [`Stream::to_topic`], and hand it to [`Runtime::run`](crate::Runtime::run).
+///
+/// A pipeline reads one topic, passes each record through a chain of operators, and writes
+/// what they emit to one topic. Build it once; the runtime makes one instance of every
+/// operator per input partition (a *task*) on whichever worker owns that partition.
+///
+/// ```no_run
+/// use exactly_framework::{Collector, Config, Context, Operator, Pipeline, Record, Result, Runtime, Serde};
+///
+/// /// A custom operator: one required method.
+/// struct Words;
+/// impl Operator<Vec<u8>, String> for Words {
+///     type OutKey = Vec<u8>;
+///     type OutValue = String;
+///     fn process(&mut self, r: Record<Vec<u8>, String>, _: &mut Context, out: &mut dyn Collector<Vec<u8>, String>) -> Result<()> {
+///         for w in r.value.split_whitespace() {
+///             out.collect(r.clone().with_value(w.to_lowercase()))?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn run() -> Result<()> {
+/// let pipeline = Pipeline::from_topic("lines", Serde::string())   // Stream<Vec<u8>, String>
+///     .apply("words", || Words)                                    // one instance per partition
+///     .to_topic("words", Serde::bytes(), Serde::string());         // Pipeline
+/// let config = Config::new("words-app", "127.0.0.1:9092");        // exactly-once by default
+/// Runtime::new(config).run(pipeline).await                         // until SIGINT/SIGTERM
+/// # }
+/// ```
+///
+/// `map`, `filter`, `flat_map` and the other ready-made operators come from the
+/// `exactly-operators` crate: `use exactly::prelude::*` and write
+/// `.flat_map(|line: String| ...).filter(|w: &String| ...).map(|w: String| ...)`.
+/// They are built on [`Stream::apply`] exactly like `Words` above.
+///
+/// Serdes: [`Serde::string`](crate::Serde::string), `bytes`, `raw` (nullable bytes),
+/// `json`, `bincode`, or your own [`Codec`]. Output partitioning: by key (default) or
+/// [`Partitioning::SameAsInput`](crate::Partitioning::SameAsInput) through
+/// [`Stream::to`] with a [`Sink`].
 #[derive(Clone)]
 pub struct Pipeline {
     pub(crate) input: Arc<str>,
