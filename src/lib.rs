@@ -22,6 +22,8 @@
 //! The guarantees, the commit protocol and the architecture are described in `docs/`.
 //! [`testkit`] holds what tests, examples and benches need around a real broker.
 
+#![warn(missing_docs)]
+
 pub use exactly_framework as framework;
 pub use exactly_operators as operators;
 

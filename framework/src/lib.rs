@@ -23,6 +23,8 @@
 //! rebalances (commit in the revoke callback) and shutdown. [`config`] and [`error`] are
 //! shared by all.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod commit;
 pub mod config;

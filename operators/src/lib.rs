@@ -17,6 +17,8 @@
 //! assert_eq!(pipeline.input_topic(), "lines");
 //! ```
 
+#![warn(missing_docs)]
+
 mod filter;
 mod flat_map;
 mod map;

@@ -1,6 +1,6 @@
 //! When to cut a commit cycle, the cycle itself, and what to do when a step fails.
 //!
-//! [`Committer::commit_cycle`] is the single place where input offsets, output records and
+//! `Committer::commit_cycle` is the single place where input offsets, output records and
 //! state changes become visible. Its steps are DESIGN.md's five; each is marked in the code.
 
 use crate::config::{Config, Guarantee};
