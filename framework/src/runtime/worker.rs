@@ -38,15 +38,20 @@ impl WorkerState {
     /// Processes one input record in its task.
     fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
         self.committer.before_record()?;
-        let topic = m.topic();
-        let partition = m.partition();
-        let key = TaskId {
-            topic: Arc::from(topic),
-            partition,
-        };
-        let task = match self.tasks.get_mut(&key) {
+        let (topic, partition) = (m.topic(), m.partition());
+        // Linear over a handful of tasks: no allocation per record.
+        let existing = self
+            .tasks
+            .iter_mut()
+            .find(|(id, _)| id.partition == partition && &*id.topic == topic)
+            .map(|(_, t)| t);
+        let task = match existing {
             Some(t) => t,
             None => {
+                let key = TaskId {
+                    topic: Arc::from(topic),
+                    partition,
+                };
                 tracing::info!(task = %key, "task started");
                 let chain = (self.pipeline.build)(&key, &self.output);
                 self.tasks.entry(key.clone()).or_insert(Task {
