@@ -19,22 +19,37 @@ fn an_undecodable_record_stops_the_worker_and_commits_nothing_past_it() {
     let mut values: Vec<Vec<u8>> = (0..100).map(|i| format!("ok-{i}").into_bytes()).collect();
     values.push(vec![0xff, 0xfe, 0x00]); // offset 100: not UTF-8
     values.extend((101..120).map(|i| format!("ok-{i}").into_bytes()));
-    produce(&b, &input, values.iter().map(|v| (Some(0), None::<&str>, v.clone()))).unwrap();
+    produce(
+        &b,
+        &input,
+        values.iter().map(|v| (Some(0), None::<&str>, v.clone())),
+    )
+    .unwrap();
 
     let pipeline = Pipeline::from_topic(&input, Serde::string())
         .map(|s: String| s.to_uppercase())
         .to_topic(&output, Serde::bytes(), Serde::string());
     // One record per transaction, so the records before the bad one are committed.
     let config = Config::new(&group, &b).with_commit_max_records(1);
-    let err = Runtime::new(config).spawn(pipeline).unwrap().join().unwrap_err();
+    let err = Runtime::new(config)
+        .spawn(pipeline)
+        .unwrap()
+        .join()
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("cannot decode the value of record {input}/0@100: not UTF-8 (invalid utf-8 sequence of 1 bytes from index 0)")
     );
     // Nothing past the bad record is committed, nothing before it is lost.
-    assert_eq!(committed_offsets(&b, &group, &input).unwrap(), vec![(0, Some(100))]);
+    assert_eq!(
+        committed_offsets(&b, &group, &input).unwrap(),
+        vec![(0, Some(100))]
+    );
     let out = read_to_end(&b, &output, Isolation::ReadCommitted, READ_DEADLINE).unwrap();
-    let got: Vec<String> = out.iter().map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap()).collect();
+    let got: Vec<String> = out
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
     assert_eq!(got, (0..100).map(|i| format!("OK-{i}")).collect::<Vec<_>>());
     delete_topic(&b, &[&input, &output]).unwrap();
 }
@@ -49,8 +64,15 @@ fn a_missing_topic_is_named() {
         .unwrap()
         .join()
         .unwrap_err();
-    assert!(matches!(&err, Error::MissingTopic { topic, .. } if *topic == input), "{err:?}");
-    assert!(err.to_string().starts_with(&format!("topic `{input}` does not exist on {b}")), "{err}");
+    assert!(
+        matches!(&err, Error::MissingTopic { topic, .. } if *topic == input),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("topic `{input}` does not exist on {b}")),
+        "{err}"
+    );
     delete_topic(&b, &[&output]).unwrap();
 }
 
@@ -63,20 +85,31 @@ fn an_unreachable_broker_is_reported() {
         .join()
         .unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("cannot reach Kafka at 127.0.0.1:1"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot reach Kafka at 127.0.0.1:1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_wrong_config_value_is_rejected_before_anything_starts() {
-    let err = Runtime::new(Config::new("app", "127.0.0.1:1").with_transaction_timeout(Duration::from_millis(5)))
-        .spawn(Pipeline::copy("in", "out"))
-        .unwrap_err();
+    let err = Runtime::new(
+        Config::new("app", "127.0.0.1:1").with_transaction_timeout(Duration::from_millis(5)),
+    )
+    .spawn(Pipeline::copy("in", "out"))
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid configuration `transaction_timeout_ms`: 5 is outside the allowed range 1000..=900000"
     );
-    let err = Runtime::new(Config::new("app", "127.0.0.1:1").with_kafka_property("linger.ms", "soon"))
-        .spawn(Pipeline::copy("in", "out"))
-        .unwrap_err();
-    assert!(err.to_string().starts_with("invalid configuration `linger.ms`"), "{err}");
+    let err =
+        Runtime::new(Config::new("app", "127.0.0.1:1").with_kafka_property("linger.ms", "soon"))
+            .spawn(Pipeline::copy("in", "out"))
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid configuration `linger.ms`"),
+        "{err}"
+    );
 }
