@@ -99,8 +99,13 @@ pub struct Config {
     pub commit_interval_ms: u64,
     /// Most input records in one transaction before a commit is cut (default 50_000).
     pub commit_max_records: u64,
-    /// Directory of the local state stores (default `./exactly-state`).
+    /// Directory of the local state stores (default `./exactly-state`); each worker uses
+    /// `{state_dir}/{application_id}` and needs its own.
     pub state_dir: PathBuf,
+    /// Write every state change to a compacted changelog topic (default true). Without it
+    /// a partition that moves to another worker starts there with empty state: turn it off
+    /// only when partitions are pinned to hosts.
+    pub state_changelog: bool,
     /// Partition assignment strategy (default cooperative-sticky).
     pub assignment: Assignment,
     /// Static membership id (`group.instance.id`): a restart within the session timeout
@@ -137,6 +142,7 @@ impl Default for Config {
             commit_interval_ms: 100,
             commit_max_records: 50_000,
             state_dir: PathBuf::from("./exactly-state"),
+            state_changelog: true,
             assignment: Assignment::CooperativeSticky,
             group_instance_id: None,
             session_timeout_ms: 45_000,
@@ -186,6 +192,7 @@ impl fmt::Debug for Config {
             .field("commit_interval_ms", &self.commit_interval_ms)
             .field("commit_max_records", &self.commit_max_records)
             .field("state_dir", &self.state_dir)
+            .field("state_changelog", &self.state_changelog)
             .field("assignment", &self.assignment)
             .field("group_instance_id", &self.group_instance_id)
             .field("session_timeout_ms", &self.session_timeout_ms)
@@ -316,6 +323,13 @@ impl Config {
                 "COMMIT_INTERVAL_MS" => self.commit_interval_ms = num(&key, &v)?,
                 "COMMIT_MAX_RECORDS" => self.commit_max_records = num(&key, &v)?,
                 "STATE_DIR" => self.state_dir = v.into(),
+                "STATE_CHANGELOG" => {
+                    self.state_changelog = match v.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(Error::config(key, format!("`{v}` is not true or false"))),
+                    }
+                }
                 "ASSIGNMENT" => {
                     self.assignment = match v.as_str() {
                         "cooperative_sticky" | "cooperative-sticky" => {

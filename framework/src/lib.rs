@@ -36,6 +36,7 @@ pub mod record;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -47,3 +48,4 @@ pub use pipeline::{Pipeline, Stream};
 pub use record::{Header, Origin, Record, TaskId};
 pub use runtime::{Runtime, Stats, StatsSnapshot, Worker};
 pub use sink::{Partitioning, Sink};
+pub use state::{KeyedState, StateDescriptor};

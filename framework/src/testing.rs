@@ -109,11 +109,14 @@ impl<K, V, O: Operator<K, V>> Harness<K, V, O> {
     pub fn barrier(&mut self) -> Result<()> {
         self.assign()?;
         self.op.on_barrier(&mut self.ctx, &mut self.out)?;
+        self.ctx.state_barrier()?;
+        self.ctx.state_commit(self.next_offset)?;
         self.op.on_commit(&mut self.ctx)
     }
 
     /// An aborted cycle: the operator forgets what it did since the last commit.
     pub fn abort(&mut self) {
+        self.ctx.state_abort();
         self.op.on_abort(&mut self.ctx);
     }
 

@@ -19,11 +19,13 @@
 
 #![warn(missing_docs)]
 
+mod count;
 mod filter;
 mod flat_map;
 mod map;
 mod stream_ext;
 
+pub use count::Count;
 pub use filter::Filter;
 pub use flat_map::FlatMap;
 pub use map::Map;

@@ -1,7 +1,9 @@
 //! Chaining methods on [`Stream`] for the operators of this crate.
 
-use crate::{Filter, FlatMap, Map};
+use crate::{Count, Filter, FlatMap, Map};
 use exactly_framework::Stream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::sync::Arc;
 
 /// Adds `map`, `filter` and `flat_map` to [`Stream`]. Each call names its operator
@@ -25,6 +27,12 @@ pub trait StreamExt<K, V>: Sized {
         I: IntoIterator,
         I::Item: Send + 'static,
         F: Fn(V) -> I + Send + Sync + 'static;
+
+    /// Counts records per key in keyed state named `name`, emitting `(key, count)`. See
+    /// [`Count`].
+    fn count(self, name: &str) -> Stream<K, u64>
+    where
+        K: Serialize + DeserializeOwned + Clone;
 }
 
 fn auto_name<K: Send + 'static, V: Send + 'static>(stream: &Stream<K, V>, kind: &str) -> String {
@@ -61,5 +69,12 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         let name = auto_name(&self, "flat_map");
         let f = Arc::new(f);
         self.apply(name, move || FlatMap(f.clone()))
+    }
+
+    fn count(self, name: &str) -> Stream<K, u64>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+    {
+        self.apply(name, Count::default)
     }
 }

@@ -154,9 +154,10 @@ impl Committer {
         match result {
             Ok(()) => {
                 // Step 5: the transaction is committed; make state and offsets follow it.
+                crash_point_after_commit();
                 for task in tasks.values_mut() {
                     task.cycle_start = None;
-                    task.chain.commit()?;
+                    task.chain.commit(task.next_offset)?;
                 }
                 self.stats.committed(self.records, started.elapsed());
                 self.records = 0;
@@ -305,6 +306,25 @@ impl Committer {
     /// Whether a cycle is open (records processed and not yet committed).
     pub(crate) fn is_open(&self) -> bool {
         self.records > 0 || self.txn_open
+    }
+}
+
+/// Test-only fault point: with `EXACTLY_TEST_CRASH_AFTER_COMMITS=N` set, the process aborts
+/// right after its N-th successful `commit_transaction`, before step 5 applies state.
+fn crash_point_after_commit() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static COMMITS: AtomicU64 = AtomicU64::new(0);
+    let after = AFTER.get_or_init(|| {
+        std::env::var("EXACTLY_TEST_CRASH_AFTER_COMMITS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(n) = after {
+        if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+            eprintln!("EXACTLY_TEST_CRASH_AFTER_COMMITS: aborting between commit and state apply");
+            std::process::abort();
+        }
     }
 }
 

@@ -4,8 +4,16 @@
 //! nothing. The runtime makes one instance per task (input partition), so an operator's
 //! fields are naturally per-partition.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::{Record, TaskId};
+use crate::state::changelog::StateEnv;
+use crate::state::keyed::{Committed, StateCell};
+use crate::state::{Checkpoint, KeyedState, StateDescriptor};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 
 /// Receives the records an operator emits (the next operator, or the sink).
 pub trait Collector<K, V> {
@@ -17,20 +25,136 @@ pub trait Collector<K, V> {
     fn collect(&mut self, record: Record<K, V>) -> Result<()>;
 }
 
-/// What an operator instance knows about where it runs.
-#[derive(Debug, Clone)]
+/// What an operator instance knows about where it runs, and its door to keyed state.
 pub struct Context {
     task: TaskId,
     operator: String,
+    env: Option<Arc<StateEnv>>,
+    start_offset: i64,
+    states: Vec<(String, Arc<Mutex<StateCell>>)>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("task", &self.task)
+            .field("operator", &self.operator)
+            .field(
+                "states",
+                &self.states.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Context {
-    /// A context for `operator` in `task`.
+    /// A context for `operator` in `task`, with in-memory state (the test harness).
     pub fn new(task: TaskId, operator: impl Into<String>) -> Self {
         Context {
             task,
             operator: operator.into(),
+            env: None,
+            start_offset: 0,
+            states: Vec::new(),
         }
+    }
+
+    /// A context backed by the worker's state store, for a task resuming at `start_offset`.
+    pub(crate) fn with_state(
+        task: TaskId,
+        operator: String,
+        env: Arc<StateEnv>,
+        start_offset: i64,
+    ) -> Self {
+        Context {
+            task,
+            operator,
+            env: Some(env),
+            start_offset,
+            states: Vec::new(),
+        }
+    }
+
+    /// Opens the keyed state `descriptor` of this operator in this task: call it in
+    /// [`Operator::on_assign`] and keep the handle. The first call on a worker restores the
+    /// state from its changelog when the local store is not current (see
+    /// [`state`](crate::state)).
+    ///
+    /// # Errors
+    /// [`Error::State`] when the store or the restore fails; [`Error::Config`] for a
+    /// changelog topic with the wrong partition count or a name opened twice.
+    pub fn keyed_state<K, V>(
+        &mut self,
+        descriptor: &StateDescriptor<K, V>,
+    ) -> Result<KeyedState<K, V>>
+    where
+        K: Serialize,
+        V: Serialize + DeserializeOwned,
+    {
+        let name = descriptor.name().to_string();
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || name.is_empty()
+        {
+            return Err(Error::config(
+                "state",
+                format!("state name `{name}` may only hold ASCII letters, digits, '-' and '_'"),
+            ));
+        }
+        if self.states.iter().any(|(n, _)| *n == name) {
+            return Err(Error::config(
+                "state",
+                format!(
+                    "state `{name}` of operator `{}` is opened twice",
+                    self.operator
+                ),
+            ));
+        }
+        let cell = match &self.env {
+            Some(env) => env.open_cell(&self.task, &self.operator, &name, self.start_offset)?,
+            None => StateCell {
+                committed: Committed::Memory(HashMap::new()),
+                overlay: HashMap::new(),
+                changelog: None,
+                checkpoint: Checkpoint {
+                    input_offset: 0,
+                    changelog_offset: 0,
+                },
+            },
+        };
+        let cell = Arc::new(Mutex::new(cell));
+        self.states.push((name.clone(), cell.clone()));
+        Ok(KeyedState {
+            cell,
+            name,
+            _types: PhantomData,
+        })
+    }
+
+    fn each_state(&self, mut f: impl FnMut(&mut StateCell) -> Result<()>) -> Result<()> {
+        for (_, cell) in &self.states {
+            f(&mut cell.lock().unwrap_or_else(|p| p.into_inner()))?;
+        }
+        Ok(())
+    }
+
+    /// Commit step 2 for this operator's states.
+    pub(crate) fn state_barrier(&mut self) -> Result<()> {
+        self.each_state(StateCell::barrier)
+    }
+
+    /// Commit step 5 for this operator's states.
+    pub(crate) fn state_commit(&mut self, input_offset: i64) -> Result<()> {
+        self.each_state(|c| c.commit(input_offset))
+    }
+
+    /// Drops this operator's uncommitted state changes.
+    pub(crate) fn state_abort(&mut self) {
+        let _ = self.each_state(|c| {
+            c.abort();
+            Ok(())
+        });
     }
 
     /// The task (input partition) this instance serves.

@@ -7,12 +7,22 @@ use crate::codec::{Codec, RawSerde};
 use crate::operator::{Context, Operator};
 use crate::record::TaskId;
 use crate::sink::{OutputProducer, Sink, SinkNode};
+use crate::state::changelog::StateEnv;
 use node::{Downstream, Node, OperatorNode, RawNode, SourceNode};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-type BuildChain<K, V> = dyn Fn(&TaskId, Box<dyn Node<K, V>>) -> Box<dyn RawNode> + Send + Sync;
-type BuildTask = dyn Fn(&TaskId, &Arc<OutputProducer>) -> Box<dyn RawNode> + Send + Sync;
+type BuildChain<K, V> = dyn Fn(&TaskSetup, Box<dyn Node<K, V>>) -> Box<dyn RawNode> + Send + Sync;
+type BuildTask = dyn Fn(&TaskSetup) -> Box<dyn RawNode> + Send + Sync;
+
+/// What the runtime gives a new task's chain.
+pub(crate) struct TaskSetup {
+    pub(crate) id: TaskId,
+    pub(crate) output: Arc<OutputProducer>,
+    pub(crate) state: Arc<StateEnv>,
+    /// The committed input offset the task resumes at.
+    pub(crate) start_offset: i64,
+}
 
 /// A runnable pipeline: one input topic, a chain of operators, one output topic.
 ///
@@ -162,7 +172,12 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             build: Arc::new(move |task, next| {
                 let node: OperatorNode<O, K, V> = OperatorNode {
                     op: factory(),
-                    ctx: Context::new(task.clone(), name.clone()),
+                    ctx: Context::with_state(
+                        task.id.clone(),
+                        name.clone(),
+                        task.state.clone(),
+                        task.start_offset,
+                    ),
                     next: Downstream(next),
                     assigned: false,
                     _in: PhantomData,
@@ -182,12 +197,12 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             input: self.input,
             output,
             operators: self.operators,
-            build: Arc::new(move |task, producer| {
+            build: Arc::new(move |task| {
                 chain(
                     task,
                     Box::new(SinkNode {
                         sink: sink.clone(),
-                        output: producer.clone(),
+                        output: task.output.clone(),
                     }),
                 )
             }),

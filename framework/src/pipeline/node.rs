@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub(crate) trait Node<K, V>: Send {
     fn push(&mut self, record: Record<K, V>) -> Result<()>;
     fn barrier(&mut self) -> Result<()>;
-    fn commit(&mut self) -> Result<()>;
+    fn commit(&mut self, input_offset: i64) -> Result<()>;
     fn abort(&mut self);
     fn revoke(&mut self);
 }
@@ -23,7 +23,7 @@ pub(crate) trait Node<K, V>: Send {
 pub(crate) trait RawNode: Send {
     fn push_message(&mut self, message: &BorrowedMessage<'_>) -> Result<()>;
     fn barrier(&mut self) -> Result<()>;
-    fn commit(&mut self) -> Result<()>;
+    fn commit(&mut self, input_offset: i64) -> Result<()>;
     fn abort(&mut self);
     fn revoke(&mut self);
 }
@@ -59,17 +59,20 @@ impl<O: Operator<K, V>, K: 'static, V: 'static> Node<K, V> for OperatorNode<O, K
     fn barrier(&mut self) -> Result<()> {
         if self.assigned {
             self.op.on_barrier(&mut self.ctx, &mut self.next)?;
+            self.ctx.state_barrier()?;
         }
         self.next.0.barrier()
     }
-    fn commit(&mut self) -> Result<()> {
+    fn commit(&mut self, input_offset: i64) -> Result<()> {
         if self.assigned {
+            self.ctx.state_commit(input_offset)?;
             self.op.on_commit(&mut self.ctx)?;
         }
-        self.next.0.commit()
+        self.next.0.commit(input_offset)
     }
     fn abort(&mut self) {
         if self.assigned {
+            self.ctx.state_abort();
             self.op.on_abort(&mut self.ctx);
         }
         self.next.0.abort()
@@ -136,8 +139,8 @@ impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
     fn barrier(&mut self) -> Result<()> {
         self.next.barrier()
     }
-    fn commit(&mut self) -> Result<()> {
-        self.next.commit()
+    fn commit(&mut self, input_offset: i64) -> Result<()> {
+        self.next.commit(input_offset)
     }
     fn abort(&mut self) {
         self.next.abort()

@@ -21,6 +21,8 @@ pub struct Stats {
     pub(crate) partitions: AtomicU64,
     pub(crate) commit_nanos: AtomicU64,
     pub(crate) max_pause_nanos: AtomicU64,
+    pub(crate) restores: AtomicU64,
+    pub(crate) restored_records: AtomicU64,
 }
 
 /// A point-in-time copy of a worker's [`Stats`].
@@ -42,6 +44,10 @@ pub struct StatsSnapshot {
     pub commit_time: Duration,
     /// Longest time processing stopped in a revoke callback.
     pub max_rebalance_pause: Duration,
+    /// States opened on assignment (restored from the changelog or found current locally).
+    pub restores: u64,
+    /// Changelog records replayed into local state.
+    pub restored_records: u64,
 }
 
 impl Stats {
@@ -57,6 +63,8 @@ impl Stats {
             partitions: get(&self.partitions),
             commit_time: Duration::from_nanos(get(&self.commit_nanos)),
             max_rebalance_pause: Duration::from_nanos(get(&self.max_pause_nanos)),
+            restores: get(&self.restores),
+            restored_records: get(&self.restored_records),
         }
     }
 

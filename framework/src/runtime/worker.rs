@@ -7,12 +7,13 @@
 use crate::commit::{Committer, Outcome, Tasks};
 use crate::config::{Config, Guarantee};
 use crate::error::{Action, Error, KafkaOp, Result};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, TaskSetup};
 use crate::record::TaskId;
 use crate::runtime::stats::Stats;
 use crate::runtime::task::Task;
 use crate::sink::{OutputContext, OutputProducer};
 use crate::source;
+use crate::state::changelog::StateEnv;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -27,11 +28,15 @@ use std::time::{Duration, Instant};
 pub(crate) struct WorkerState {
     pipeline: Pipeline,
     output: Arc<OutputProducer>,
+    state: Arc<StateEnv>,
     committer: Committer,
     tasks: Tasks,
     stats: Arc<Stats>,
     /// A fatal error raised inside a callback, returned by the loop.
     fatal: Option<Error>,
+    /// Cycles aborted since the last commit; past `max_retries` the worker stops.
+    aborts_in_a_row: u32,
+    max_aborts: u32,
 }
 
 impl WorkerState {
@@ -53,7 +58,12 @@ impl WorkerState {
                     partition,
                 };
                 tracing::info!(task = %key, "task started");
-                let chain = (self.pipeline.build)(&key, &self.output);
+                let chain = (self.pipeline.build)(&TaskSetup {
+                    id: key.clone(),
+                    output: self.output.clone(),
+                    state: self.state.clone(),
+                    start_offset: m.offset(),
+                });
                 self.tasks.entry(key.clone()).or_insert(Task {
                     id: key,
                     chain,
@@ -74,12 +84,40 @@ impl WorkerState {
     /// Runs a commit cycle; a fatal error is returned, an abort is logged.
     fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
         match self.committer.commit_cycle(&mut self.tasks, consumer)? {
-            Outcome::Empty | Outcome::Committed => Ok(()),
-            Outcome::Aborted(err) => {
-                tracing::warn!(%err, "transaction aborted and input rewound");
+            Outcome::Empty => Ok(()),
+            Outcome::Committed => {
+                self.aborts_in_a_row = 0;
                 Ok(())
             }
+            Outcome::Aborted(err) => self.aborted(err),
         }
+    }
+
+    /// Counts an aborted cycle; too many in a row turn the last error into a fatal one.
+    fn aborted(&mut self, err: Error) -> Result<()> {
+        self.aborts_in_a_row += 1;
+        if self.aborts_in_a_row > self.max_aborts {
+            return Err(Error::Worker(format!(
+                "{} cycles in a row were aborted; giving up. Last error: {err}",
+                self.aborts_in_a_row
+            )));
+        }
+        tracing::warn!(%err, in_a_row = self.aborts_in_a_row, "cycle aborted and input rewound; replaying");
+        Ok(())
+    }
+
+    /// A record failed: abortable errors abort and replay the cycle, others stop the worker.
+    fn record_failed<C: ConsumerContext>(
+        &mut self,
+        err: Error,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        if err.action() != Action::Abort {
+            return Err(err);
+        }
+        self.committer
+            .abort_and_rewind(&mut self.tasks, consumer, &BTreeSet::new())?;
+        self.aborted(err)
     }
 
     /// Stops after an error: aborts what is open. Returns the error to report.
@@ -231,6 +269,7 @@ fn create_producer(config: &Config, stats: Arc<Stats>) -> Result<Arc<OutputProdu
     let producer: ThreadedProducer<OutputContext> = c
         .create_with_context(OutputContext {
             delivery_failures: AtomicU64::new(0),
+            changelog_offsets: Default::default(),
         })
         .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
     Ok(Arc::new(OutputProducer { producer, stats }))
@@ -268,9 +307,17 @@ pub(crate) fn run_worker(
         committer: Committer::new(&config, output.clone(), stats.clone()),
         pipeline: pipeline.clone(),
         output: output.clone(),
+        state: Arc::new(StateEnv::new(
+            config.clone(),
+            output.clone(),
+            inputs,
+            stats.clone(),
+        )),
         tasks: Tasks::new(),
         stats: stats.clone(),
         fatal: None,
+        aborts_in_a_row: 0,
+        max_aborts: config.max_retries,
     })));
     let consumer = source::create_consumer(
         &config,
@@ -346,7 +393,9 @@ fn poll_loop(
                     return Ok(());
                 };
                 if let Err(e) = st.process(&m) {
-                    return Err(st.fail(e, consumer));
+                    if let Err(e) = st.record_failed(e, consumer) {
+                        return Err(st.fail(e, consumer));
+                    }
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}

@@ -9,11 +9,14 @@ use crate::pipeline::node::Node;
 use crate::record::Record;
 use crate::runtime::stats::Stats;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::message::{Header as KHeader, OwnedHeaders};
+use rdkafka::producer::Producer;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How output records are spread over the output topic's partitions.
@@ -53,9 +56,11 @@ impl<K, V> Sink<K, V> {
     }
 }
 
-/// Counts delivery failures (at-least-once must not commit past one).
+/// Counts delivery failures (at-least-once must not commit past one) and remembers the
+/// last delivered offset of each changelog partition (for state checkpoints).
 pub(crate) struct OutputContext {
     pub(crate) delivery_failures: AtomicU64,
+    pub(crate) changelog_offsets: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl ClientContext for OutputContext {}
@@ -63,9 +68,22 @@ impl ClientContext for OutputContext {}
 impl ProducerContext for OutputContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.delivery_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "an output record was not delivered");
+        match result {
+            Err((e, _)) => {
+                self.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "an output record was not delivered");
+            }
+            Ok(m) if m.topic().ends_with(CHANGELOG_SUFFIX) => {
+                let mut offsets = self
+                    .changelog_offsets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let last = offsets
+                    .entry((m.topic().to_string(), m.partition()))
+                    .or_insert(-1);
+                *last = (*last).max(m.offset());
+            }
+            Ok(_) => {}
         }
     }
 }
@@ -76,7 +94,20 @@ pub(crate) struct OutputProducer {
     pub(crate) stats: Arc<Stats>,
 }
 
+const CHANGELOG_SUFFIX: &str = "-changelog";
+
 impl OutputProducer {
+    /// The offset after the last delivered record of a changelog partition, if any.
+    pub(crate) fn changelog_end(&self, topic: &str, partition: i32) -> Option<i64> {
+        let offsets = self
+            .producer
+            .context()
+            .changelog_offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        offsets.get(&(topic.to_string(), partition)).map(|o| o + 1)
+    }
+
     /// Sends one record, waiting while librdkafka's queue is full.
     pub(crate) fn send(
         &self,
@@ -160,7 +191,7 @@ impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
     fn barrier(&mut self) -> Result<()> {
         Ok(())
     }
-    fn commit(&mut self) -> Result<()> {
+    fn commit(&mut self, _input_offset: i64) -> Result<()> {
         Ok(())
     }
     fn abort(&mut self) {}

@@ -1,0 +1,194 @@
+//! Typed per-key state handles and the per-task cell behind them.
+
+use super::store::{self, Checkpoint, PreparedBatch};
+use crate::error::{Error, Result};
+use crate::state::changelog::StateEnv;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Names a keyed state of an operator and fixes its key and value types:
+/// `StateDescriptor::<String, u64>::new("counts")`. Keys and values are stored with
+/// bincode 2 through serde.
+pub struct StateDescriptor<K, V> {
+    name: String,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> StateDescriptor<K, V> {
+    /// A descriptor for the state `name` (unique within the operator; ASCII letters, digits,
+    /// `-` and `_`, since it names the changelog topic).
+    pub fn new(name: impl Into<String>) -> Self {
+        StateDescriptor {
+            name: name.into(),
+            _types: PhantomData,
+        }
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Where committed values live.
+pub(crate) enum Committed {
+    /// The worker's sled tree for this state and task.
+    Sled(sled::Tree),
+    /// In memory (the test harness).
+    Memory(HashMap<Vec<u8>, Vec<u8>>),
+}
+
+/// One state of one task: committed values, the dirty overlay, and where its changelog goes.
+pub(crate) struct StateCell {
+    pub(crate) committed: Committed,
+    pub(crate) overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) changelog: Option<(Arc<StateEnv>, String, i32)>,
+    pub(crate) checkpoint: Checkpoint,
+}
+
+impl StateCell {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        match &self.committed {
+            Committed::Sled(tree) => store::get(tree, key),
+            Committed::Memory(m) => Ok(m.get(key).cloned()),
+        }
+    }
+
+    /// Step 2: the last value of every dirty key to the changelog, in the open transaction.
+    pub(crate) fn barrier(&mut self) -> Result<()> {
+        if let Some((env, topic, partition)) = &self.changelog {
+            for (k, v) in &self.overlay {
+                env.output
+                    .send(topic, Some(*partition), Some(k), v.as_deref(), None, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 5: after the Kafka commit, the overlay and the checkpoint go to the store in one
+    /// batch.
+    pub(crate) fn commit(&mut self, input_offset: i64) -> Result<()> {
+        let overlay = std::mem::take(&mut self.overlay);
+        match &mut self.committed {
+            Committed::Memory(m) => {
+                for (k, v) in overlay {
+                    match v {
+                        Some(v) => m.insert(k, v),
+                        None => m.remove(&k),
+                    };
+                }
+                Ok(())
+            }
+            Committed::Sled(tree) => {
+                let changelog_offset = match &self.changelog {
+                    Some((env, topic, partition)) => env
+                        .output
+                        .changelog_end(topic, *partition)
+                        .unwrap_or(self.checkpoint.changelog_offset)
+                        .max(self.checkpoint.changelog_offset),
+                    None => self.checkpoint.changelog_offset,
+                };
+                self.checkpoint = Checkpoint {
+                    input_offset,
+                    changelog_offset,
+                };
+                PreparedBatch::new(overlay, self.checkpoint)?.apply(tree)?;
+                // Durable before the next cycle: a crash then restores from here, replaying
+                // at most the cycles committed after it.
+                tree.flush().map_err(|e| Error::State {
+                    op: "flush",
+                    message: e.to_string(),
+                })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// After an abort: forget the cycle.
+    pub(crate) fn abort(&mut self) {
+        self.overlay.clear();
+    }
+}
+
+/// A typed handle on one keyed state of the task. Reads see this cycle's writes; writes
+/// become durable only when the cycle commits.
+pub struct KeyedState<K, V> {
+    pub(crate) cell: Arc<Mutex<StateCell>>,
+    pub(crate) name: String,
+    pub(crate) _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Serialize, V: Serialize + DeserializeOwned> KeyedState<K, V> {
+    fn cell(&self) -> MutexGuard<'_, StateCell> {
+        self.cell.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn encode<T: Serialize>(&self, what: &'static str, t: &T) -> Result<Vec<u8>> {
+        bincode::serde::encode_to_vec(t, bincode::config::standard()).map_err(|e| Error::State {
+            op: what,
+            message: format!("state `{}`: {e}", self.name),
+        })
+    }
+
+    /// The value of `key`, if any.
+    ///
+    /// # Errors
+    /// [`Error::State`] when the store fails or a stored value does not decode as `V`.
+    pub fn get(&self, key: &K) -> Result<Option<V>> {
+        let k = self.encode("encode key", key)?;
+        match self.cell().get(&k)? {
+            None => Ok(None),
+            Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                .map(|(v, _)| Some(v))
+                .map_err(|e| Error::State {
+                    op: "decode value",
+                    message: format!("state `{}`: {e}", self.name),
+                }),
+        }
+    }
+
+    /// Sets the value of `key`.
+    ///
+    /// # Errors
+    /// [`Error::State`] when the key or value cannot be encoded.
+    pub fn put(&self, key: &K, value: &V) -> Result<()> {
+        let (k, v) = (
+            self.encode("encode key", key)?,
+            self.encode("encode value", value)?,
+        );
+        self.cell().overlay.insert(k, Some(v));
+        Ok(())
+    }
+
+    /// Removes `key` (a tombstone in the changelog).
+    ///
+    /// # Errors
+    /// [`Error::State`] when the key cannot be encoded.
+    pub fn delete(&self, key: &K) -> Result<()> {
+        let k = self.encode("encode key", key)?;
+        self.cell().overlay.insert(k, None);
+        Ok(())
+    }
+
+    /// Replaces the value of `key` with `f(current)`; `None` deletes it. Returns the new value.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get) and [`put`](Self::put).
+    pub fn update(&self, key: &K, f: impl FnOnce(Option<V>) -> Option<V>) -> Result<Option<V>>
+    where
+        V: Clone,
+    {
+        let new = f(self.get(key)?);
+        match &new {
+            Some(v) => self.put(key, v)?,
+            None => self.delete(key)?,
+        }
+        Ok(new)
+    }
+}

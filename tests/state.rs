@@ -1,0 +1,308 @@
+//! Keyed state in sled with a changelog: restore on every assignment, crash between the
+//! Kafka commit and the sled apply, aborts in the middle of a cycle. Every test checks the
+//! complete output — each key's running counts 1, 2, ..., n in order, once — and the final
+//! committed state.
+
+mod common;
+
+use common::copy_check::copier_binary;
+use common::*;
+use exactly::framework::state::read_committed_state;
+use exactly::framework::{
+    Collector, Context, KeyedState, Operator, Record, StateDescriptor, StatsSnapshot,
+};
+use exactly::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const KEYS: usize = 20;
+
+struct Fixture {
+    b: String,
+    input: String,
+    output: String,
+    group: String,
+    sent: BTreeMap<String, u64>,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let b = brokers();
+        let dir = std::env::temp_dir().join(unique_name(&format!("exactly-state-{name}")));
+        Fixture {
+            input: new_topic(&b, &format!("{name}-in"), 2),
+            output: new_topic(&b, &format!("{name}-out"), 2),
+            group: unique_name(name),
+            sent: BTreeMap::new(),
+            dir,
+            b,
+        }
+    }
+
+    /// Sends `n` records with keys k0..k19, value "1", partitioned by key.
+    fn send(&mut self, n: usize) {
+        let records: Vec<(Option<i32>, Option<String>, String)> = (0..n)
+            .map(|i| {
+                let k = format!("k{}", (i * 7 + self.total() as usize) % KEYS);
+                *self.sent.entry(k.clone()).or_default() += 1;
+                (None, Some(k), "1".to_string())
+            })
+            .collect();
+        produce(&self.b, &self.input, records).unwrap();
+    }
+
+    fn total(&self) -> u64 {
+        self.sent.values().sum()
+    }
+
+    fn state_dir(&self, worker: &str) -> PathBuf {
+        self.dir.join(worker)
+    }
+
+    fn config(&self, worker: &str) -> Config {
+        Config::new(&self.group, &self.b)
+            .with_state_dir(self.state_dir(worker))
+            .with_commit_max_records(100)
+            .with_session_timeout(Duration::from_secs(6))
+    }
+
+    fn count_pipeline(&self) -> Pipeline {
+        Pipeline::from_topic_with_key(&self.input, Serde::string(), Serde::string())
+            .count("count")
+            .to_topic(&self.output, Serde::string(), Serde::json::<u64>())
+    }
+
+    /// Runs one in-process worker until everything sent is committed; returns its stats.
+    fn run_until_done(&self, worker: &str, pipeline: Pipeline) -> StatsSnapshot {
+        let w = Runtime::new(self.config(worker)).spawn(pipeline).unwrap();
+        common::copy_check::wait_until_committed(
+            &self.b,
+            &self.group,
+            &self.input,
+            Duration::from_secs(120),
+        );
+        let stats = w.stats();
+        w.stop();
+        w.join().unwrap();
+        stats
+    }
+
+    /// Every key's output is exactly 1, 2, ..., n (as JSON numbers), in order.
+    fn assert_output_exact(&self) {
+        let out = read_to_end(
+            &self.b,
+            &self.output,
+            Isolation::ReadCommitted,
+            READ_DEADLINE,
+        )
+        .unwrap();
+        let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for r in &out {
+            let k = String::from_utf8(r.key.clone().unwrap()).unwrap();
+            let v: u64 = String::from_utf8(r.value.clone().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            per_key.entry(k).or_default().push(v);
+        }
+        assert_eq!(per_key.len(), self.sent.len(), "keys in the output");
+        for (k, n) in &self.sent {
+            let want: Vec<u64> = (1..=*n).collect();
+            assert_eq!(per_key.get(k), Some(&want), "output of key {k}");
+        }
+        assert_eq!(out.len() as u64, self.total());
+    }
+
+    fn assert_state_exact(&self, worker: &str, operator: &str, state: &str) {
+        let got: BTreeMap<Option<String>, u64> =
+            read_committed_state(&self.state_dir(worker), &self.group, operator, state).unwrap();
+        let want: BTreeMap<Option<String>, u64> = self
+            .sent
+            .iter()
+            .map(|(k, n)| (Some(k.clone()), *n))
+            .collect();
+        assert_eq!(got, want, "committed state of {worker}");
+    }
+
+    fn cleanup(&self) {
+        let changelog =
+            exactly::framework::state::changelog::topic_name(&self.group, "count", "counts");
+        let _ = delete_topic(&self.b, &[&self.input, &self.output, &changelog]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn state_moves_with_its_partition_and_returns_without_replay() {
+    init_tracing();
+    let mut f = Fixture::new("state-move");
+    f.send(1000);
+    let a1 = f.run_until_done("a", f.count_pipeline());
+    assert_eq!(
+        a1.restored_records, 0,
+        "a fresh application has nothing to restore"
+    );
+    f.assert_state_exact("a", "count", "counts");
+
+    // The partitions move to a worker with an empty state dir: rebuilt from the changelog.
+    f.send(1000);
+    let b1 = f.run_until_done("b", f.count_pipeline());
+    assert_eq!(b1.restores, 2, "{b1:?}");
+    assert!(b1.restored_records >= KEYS as u64, "{b1:?}");
+    f.assert_state_exact("b", "count", "counts");
+
+    // They return to the worker whose local checkpoint is current: zero replay.
+    f.send(1000);
+    let b2 = f.run_until_done("b", f.count_pipeline());
+    assert_eq!((b2.restores, b2.restored_records), (2, 0), "{b2:?}");
+
+    // They return to the first worker, two owners behind: it replays only what it missed.
+    f.send(1000);
+    let a2 = f.run_until_done("a", f.count_pipeline());
+    assert!(
+        a2.restored_records > 0 && a2.restored_records < b1.restored_records + 100 * KEYS as u64,
+        "{a2:?}"
+    );
+    f.assert_state_exact("a", "count", "counts");
+    f.assert_output_exact();
+    f.cleanup();
+}
+
+/// Counts like `Count`, but fails once with a store error in the middle of a cycle, after
+/// having written to its state: the cycle must be aborted and replayed.
+struct FlakyCount {
+    state: Option<KeyedState<Option<String>, u64>>,
+    fail_at: u64,
+    seen: u64,
+}
+
+impl Operator<String, String> for FlakyCount {
+    type OutKey = String;
+    type OutValue = u64;
+    fn on_assign(&mut self, ctx: &mut Context) -> exactly::Result<()> {
+        self.state = Some(ctx.keyed_state(&StateDescriptor::new("counts"))?);
+        Ok(())
+    }
+    fn process(
+        &mut self,
+        r: Record<String, String>,
+        _: &mut Context,
+        out: &mut dyn Collector<String, u64>,
+    ) -> exactly::Result<()> {
+        let state = self.state.as_ref().unwrap();
+        let n = state.get(&r.key)?.unwrap_or(0) + 1;
+        state.put(&r.key, &n)?;
+        self.seen += 1;
+        if self.seen == self.fail_at {
+            return Err(exactly::Error::State {
+                op: "test fault",
+                message: "injected once".into(),
+            });
+        }
+        out.collect(r.with_value(n))
+    }
+}
+
+#[test]
+fn an_abort_in_the_middle_of_a_cycle_leaves_state_and_output_exact() {
+    init_tracing();
+    let mut f = Fixture::new("state-abort");
+    f.send(1000);
+    let pipeline = Pipeline::from_topic_with_key(&f.input, Serde::string(), Serde::string())
+        .apply("count", || FlakyCount {
+            state: None,
+            fail_at: 150,
+            seen: 0,
+        })
+        .to_topic(&f.output, Serde::string(), Serde::json::<u64>());
+    let stats = f.run_until_done("a", pipeline);
+    assert!(
+        stats.aborts >= 1,
+        "the injected fault must abort a cycle: {stats:?}"
+    );
+    f.assert_state_exact("a", "count", "counts");
+    f.assert_output_exact();
+    f.cleanup();
+}
+
+fn custom_operator_binary() -> PathBuf {
+    copier_binary().with_file_name("custom_operator")
+}
+
+/// Runs the custom_operator example (a stateful keyed sum) as a worker process.
+fn keyed_sum_process(
+    f: &Fixture,
+    dir: &Path,
+    crash_after_commits: Option<u32>,
+) -> std::process::Child {
+    let mut cmd = Command::new(custom_operator_binary());
+    cmd.args([
+        "--brokers",
+        &f.b,
+        "--group",
+        &f.group,
+        "--input",
+        &f.input,
+        "--output",
+        &f.output,
+    ])
+    .args(["--instance-id", "w0", "--commit-max-records", "100"])
+    .arg("--state-dir")
+    .arg(dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    if let Some(n) = crash_after_commits {
+        cmd.env("EXACTLY_TEST_CRASH_AFTER_COMMITS", n.to_string());
+    }
+    cmd.spawn()
+        .expect("spawn custom_operator (built by `cargo test`)")
+}
+
+#[test]
+fn a_crash_between_commit_and_state_apply_replays_only_the_missing_cycle() {
+    let mut f = Fixture::new("state-crash");
+    f.send(1000);
+    let dir = f.state_dir("p");
+    // Commit 3 cycles of 100 records; the process dies right after the 3rd commit.
+    let crashed = keyed_sum_process(&f, &dir, Some(3))
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        !crashed.status.success(),
+        "the fault point must kill the process"
+    );
+
+    let worker = keyed_sum_process(&f, &dir, None);
+    common::copy_check::wait_until_committed(&f.b, &f.group, &f.input, Duration::from_secs(120));
+    unsafe {
+        libc::kill(worker.id() as i32, libc::SIGTERM);
+    }
+    let out = worker.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{line}");
+    // "... N state restores replaying R changelog records"
+    let replayed: u64 = line
+        .split_whitespace()
+        .rev()
+        .nth(2)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {line}"));
+    assert!(
+        replayed > 0 && replayed <= KEYS as u64,
+        "the restore must replay exactly the last cycle's changelog (at most one record per key), replayed {replayed}"
+    );
+    // The keyed sums of "1" are counts: the same exact checks apply.
+    f.assert_output_exact();
+    let sums: BTreeMap<String, i64> =
+        read_committed_state(&f.state_dir("p"), &f.group, "keyed-sum", "sums").unwrap();
+    let want: BTreeMap<String, i64> = f.sent.iter().map(|(k, n)| (k.clone(), *n as i64)).collect();
+    assert_eq!(sums, want, "committed state of the restarted process");
+    f.cleanup();
+    let changelog = exactly::framework::state::changelog::topic_name(&f.group, "keyed-sum", "sums");
+    let _ = delete_topic(&f.b, &[&changelog]);
+}
