@@ -306,3 +306,82 @@ fn a_crash_between_commit_and_state_apply_replays_only_the_missing_cycle() {
     let changelog = exactly::framework::state::changelog::topic_name(&f.group, "keyed-sum", "sums");
     let _ = delete_topic(&f.b, &[&changelog]);
 }
+
+fn keyed_sum_member(f: &Fixture, dir: &Path, instance: Option<&str>) -> std::process::Child {
+    let mut cmd = Command::new(custom_operator_binary());
+    cmd.args(["--brokers", &f.b, "--group", &f.group, "--input", &f.input, "--output", &f.output])
+        .args(["--commit-max-records", "500"])
+        .arg("--state-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(id) = instance {
+        cmd.args(["--instance-id", id]);
+    }
+    cmd.spawn().expect("spawn custom_operator")
+}
+
+#[test]
+fn sigkill_rounds_with_rebalances_keep_state_and_output_exact() {
+    let mut f = Fixture::new("state-kill");
+    let mut rng = common::copy_check::Rng::from_time();
+    let dirs: Vec<PathBuf> = (0..3).map(|i| f.state_dir(&format!("w{i}"))).collect();
+    let mut members = [
+        Some(keyed_sum_member(&f, &dirs[0], Some("w0"))),
+        Some(keyed_sum_member(&f, &dirs[1], Some("w1"))),
+    ];
+    let mut floater: Option<std::process::Child> = None;
+    for round in 0..8 {
+        f.send(2_500);
+        // A random moment inside or between commits.
+        std::thread::sleep(Duration::from_millis(200 + rng.below(1_500)));
+        let victim = rng.below(2) as usize;
+        if let Some(mut m) = members[victim].take() {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+        members[victim] = Some(keyed_sum_member(&f, &dirs[victim], Some(&format!("w{victim}"))));
+        // A third member without static membership joins and leaves: real rebalances.
+        match floater.take() {
+            None => floater = Some(keyed_sum_member(&f, &dirs[2], None)),
+            Some(mut fl) if round % 3 == 2 => {
+                let _ = fl.kill();
+                let _ = fl.wait();
+            }
+            Some(fl) => {
+                unsafe {
+                    libc::kill(fl.id() as i32, libc::SIGTERM);
+                }
+                let mut fl = fl;
+                let _ = fl.wait();
+            }
+        }
+    }
+    common::copy_check::wait_until_committed(&f.b, &f.group, &f.input, Duration::from_secs(180));
+    for mut m in members.into_iter().flatten().chain(floater) {
+        unsafe {
+            libc::kill(m.id() as i32, libc::SIGTERM);
+        }
+        let _ = m.wait();
+    }
+    f.assert_output_exact();
+    // A fresh worker rebuilds the whole state from the changelog: it must be exact.
+    let fresh = f.state_dir("fresh");
+    let mut p = keyed_sum_member(&f, &fresh, None);
+    // Tasks start on their first record: a few more records make the fresh worker open
+    // (and so restore) the state of every partition.
+    f.send(40);
+    common::copy_check::wait_until_committed(&f.b, &f.group, &f.input, Duration::from_secs(120));
+    unsafe {
+        libc::kill(p.id() as i32, libc::SIGTERM);
+    }
+    assert!(p.wait().unwrap().success());
+    let sums: BTreeMap<String, i64> = read_committed_state(&fresh, &f.group, "keyed-sum", "sums").unwrap();
+    let want: BTreeMap<String, i64> = f.sent.iter().map(|(k, n)| (k.clone(), *n as i64)).collect();
+    assert_eq!(sums, want, "state rebuilt from the changelog");
+    f.assert_output_exact();
+    f.cleanup();
+    let changelog = exactly::framework::state::changelog::topic_name(&f.group, "keyed-sum", "sums");
+    let _ = delete_topic(&f.b, &[&changelog]);
+}
