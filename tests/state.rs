@@ -309,13 +309,22 @@ fn a_crash_between_commit_and_state_apply_replays_only_the_missing_cycle() {
 
 fn keyed_sum_member(f: &Fixture, dir: &Path, instance: Option<&str>) -> std::process::Child {
     let mut cmd = Command::new(custom_operator_binary());
-    cmd.args(["--brokers", &f.b, "--group", &f.group, "--input", &f.input, "--output", &f.output])
-        .args(["--commit-max-records", "500"])
-        .arg("--state-dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--brokers",
+        &f.b,
+        "--group",
+        &f.group,
+        "--input",
+        &f.input,
+        "--output",
+        &f.output,
+    ])
+    .args(["--commit-max-records", "500"])
+    .arg("--state-dir")
+    .arg(dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if let Some(id) = instance {
         cmd.args(["--instance-id", id]);
     }
@@ -341,7 +350,11 @@ fn sigkill_rounds_with_rebalances_keep_state_and_output_exact() {
             let _ = m.kill();
             let _ = m.wait();
         }
-        members[victim] = Some(keyed_sum_member(&f, &dirs[victim], Some(&format!("w{victim}"))));
+        members[victim] = Some(keyed_sum_member(
+            &f,
+            &dirs[victim],
+            Some(&format!("w{victim}")),
+        ));
         // A third member without static membership joins and leaves: real rebalances.
         match floater.take() {
             None => floater = Some(keyed_sum_member(&f, &dirs[2], None)),
@@ -377,11 +390,49 @@ fn sigkill_rounds_with_rebalances_keep_state_and_output_exact() {
         libc::kill(p.id() as i32, libc::SIGTERM);
     }
     assert!(p.wait().unwrap().success());
-    let sums: BTreeMap<String, i64> = read_committed_state(&fresh, &f.group, "keyed-sum", "sums").unwrap();
+    let sums: BTreeMap<String, i64> =
+        read_committed_state(&fresh, &f.group, "keyed-sum", "sums").unwrap();
     let want: BTreeMap<String, i64> = f.sent.iter().map(|(k, n)| (k.clone(), *n as i64)).collect();
     assert_eq!(sums, want, "state rebuilt from the changelog");
     f.assert_output_exact();
     f.cleanup();
     let changelog = exactly::framework::state::changelog::topic_name(&f.group, "keyed-sum", "sums");
     let _ = delete_topic(&f.b, &[&changelog]);
+}
+
+#[test]
+fn a_misconfigured_changelog_topic_is_a_clear_error() {
+    let mut f = Fixture::new("state-badlog");
+    f.send(10);
+    let changelog = exactly::framework::state::changelog::topic_name(&f.group, "count", "counts");
+    // Wrong partition count.
+    create_topic(&f.b, &changelog, 3).unwrap();
+    let err = Runtime::new(f.config("a"))
+        .spawn(f.count_pipeline())
+        .unwrap()
+        .join()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has 3 partitions but the input has 2"),
+        "{err}"
+    );
+    delete_topic(&f.b, &[&changelog]).unwrap();
+    // Not compacted (the broker may take a moment to forget the deleted topic).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = create_topic(&f.b, &changelog, 2) {
+        assert!(std::time::Instant::now() < deadline, "{e}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = Runtime::new(f.config("a"))
+        .spawn(f.count_pipeline())
+        .unwrap()
+        .join()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cleanup.policy=delete; it must be compacted"),
+        "{err}"
+    );
+    f.cleanup();
 }

@@ -7,7 +7,7 @@ use crate::error::{Error, KafkaOp, Result};
 use crate::record::TaskId;
 use crate::runtime::stats::Stats;
 use crate::sink::OutputProducer;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
@@ -165,6 +165,24 @@ impl StateEnv {
                 ),
             ));
         }
+        let configs = rt
+            .block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts))
+            .map_err(|e| Error::kafka(KafkaOp::Admin, e))?;
+        let policy = configs
+            .first()
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|r| r.get("cleanup.policy"))
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default();
+        if !policy.contains("compact") {
+            return Err(Error::config(
+                "changelog",
+                format!(
+                    "the changelog topic `{topic}` has cleanup.policy={policy}; it must be compacted \
+                     (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact)"
+                ),
+            ));
+        }
         ensured.insert(topic.to_string());
         Ok(())
     }
@@ -242,6 +260,16 @@ pub(crate) fn restore(
                 if let Some(k) = m.key() {
                     overlay.insert(k.to_vec(), m.payload().map(<[u8]>::to_vec));
                     replayed += 1;
+                    if replayed % 100_000 == 0 {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            replayed,
+                            at = m.offset(),
+                            to = hw,
+                            "restoring"
+                        );
+                    }
                 }
             }
             let position = consumer
