@@ -97,6 +97,12 @@ impl Codec<Option<Vec<u8>>> for RawSerde {
 /// JSON serde. See [`Serde::json`].
 pub struct JsonSerde<T>(PhantomData<fn() -> T>);
 
+impl<T> Clone for JsonSerde<T> {
+    fn clone(&self) -> Self {
+        JsonSerde(PhantomData)
+    }
+}
+
 impl<T> Codec<T> for JsonSerde<T>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + 'static,
@@ -113,6 +119,12 @@ where
 
 /// bincode 2 serde. See [`Serde::bincode`].
 pub struct BincodeSerde<T>(PhantomData<fn() -> T>);
+
+impl<T> Clone for BincodeSerde<T> {
+    fn clone(&self) -> Self {
+        BincodeSerde(PhantomData)
+    }
+}
 
 impl<T> Codec<T> for BincodeSerde<T>
 where

@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub(crate) mod admin;
 pub mod codec;
 pub mod commit;
 pub mod config;

@@ -22,11 +22,13 @@
 mod count;
 mod filter;
 mod flat_map;
+mod key_by;
 mod map;
 mod stream_ext;
 
 pub use count::Count;
 pub use filter::Filter;
 pub use flat_map::FlatMap;
+pub use key_by::MapKey;
 pub use map::Map;
 pub use stream_ext::StreamExt;

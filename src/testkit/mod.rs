@@ -10,7 +10,7 @@ pub mod reader;
 pub mod topics;
 
 pub use broker::bootstrap_servers;
-pub use reader::{committed_offsets, read_to_end, Isolation, ReadRecord};
+pub use reader::{caught_up, committed_offsets, read_to_end, Isolation, ReadRecord};
 pub use topics::{create_topic, create_topic_with, delete_topic, produce, unique_name, Loader};
 
 /// An error of a testkit helper, with a message saying what to do.

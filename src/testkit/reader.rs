@@ -190,3 +190,57 @@ pub fn committed_offsets(
         })
         .collect())
 }
+
+/// Whether `group` has consumed all of `topic`: for every partition, no committed record
+/// lies at or after the group's committed offset. (On a transactional topic the committed
+/// offset may stop at a trailing commit marker, one short of the high watermark: that still
+/// counts as caught up.)
+///
+/// # Errors
+/// When the broker does not answer, or the tail cannot be read within a minute.
+pub fn caught_up(brokers: &str, group: &str, topic: &str) -> Result<bool> {
+    let ends = high_watermarks(brokers, topic)?;
+    let committed = committed_offsets(brokers, group, topic)?;
+    let mut tail = TopicPartitionList::new();
+    let mut behind = Vec::new();
+    for (p, hw) in &ends {
+        let c = committed
+            .iter()
+            .find(|(cp, _)| cp == p)
+            .and_then(|(_, o)| *o);
+        match c {
+            _ if *hw == 0 => {}
+            None => return Ok(false),
+            Some(c) if c >= *hw => {}
+            Some(c) => {
+                tail.add_partition_offset(topic, *p, Offset::Offset(c))
+                    .map_err(|e| err(e.to_string()))?;
+                behind.push((*p, *hw));
+            }
+        }
+    }
+    if behind.is_empty() {
+        return Ok(true);
+    }
+    let c = client(brokers, Isolation::ReadCommitted)?;
+    c.assign(&tail).map_err(|e| err(format!("assign: {e}")))?;
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(m) = c.poll(Duration::from_millis(50)) {
+            m.map_err(|e| err(format!("reading {topic}: {e}")))?;
+            return Ok(false);
+        }
+        let positions = c.position().map_err(|e| err(format!("position: {e}")))?;
+        let done = behind.iter().all(|(p, hw)| {
+            matches!(positions.find_partition(topic, *p).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *hw)
+        });
+        if done {
+            return Ok(true);
+        }
+        if Instant::now() > give_up {
+            return Err(err(format!(
+                "{topic}: cannot read the tail after the committed offsets of {group}"
+            )));
+        }
+    }
+}

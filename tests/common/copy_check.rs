@@ -143,21 +143,15 @@ impl Feeder {
     }
 }
 
-/// Waits until the group's committed offsets equal the input's end offsets.
+/// Waits until the group has committed everything in `topic` (see `testkit::caught_up`).
 pub fn wait_until_committed(brokers: &str, group: &str, topic: &str, deadline: Duration) {
-    let ends = exactly::testkit::reader::high_watermarks(brokers, topic).unwrap();
     let give_up = Instant::now() + deadline;
-    loop {
-        let committed = committed_offsets(brokers, group, topic).unwrap();
-        let done = ends.iter().all(|(p, end)| {
-            *end == 0 || committed.iter().any(|(cp, o)| cp == p && *o == Some(*end))
-        });
-        if done {
-            return;
-        }
+    while !caught_up(brokers, group, topic).unwrap() {
         assert!(
             Instant::now() < give_up,
-            "group {group} did not commit the end of {topic} within {deadline:?}: ends {ends:?}, committed {committed:?}"
+            "group {group} did not commit the end of {topic} within {deadline:?}: committed {:?}, ends {:?}",
+            committed_offsets(brokers, group, topic).unwrap(),
+            exactly::testkit::reader::high_watermarks(brokers, topic).unwrap()
         );
         std::thread::sleep(Duration::from_millis(200));
     }

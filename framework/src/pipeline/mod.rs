@@ -13,7 +13,33 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 type BuildChain<K, V> = dyn Fn(&TaskSetup, Box<dyn Node<K, V>>) -> Box<dyn RawNode> + Send + Sync;
-type BuildTask = dyn Fn(&TaskSetup) -> Box<dyn RawNode> + Send + Sync;
+pub(crate) type BuildTask = dyn Fn(&TaskSetup) -> Box<dyn RawNode> + Send + Sync;
+
+/// A topic as the pipeline names it: the user's, or an internal one the runtime names
+/// `{application_id}-{name}` and creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TopicName {
+    External(String),
+    Internal(String),
+}
+
+impl TopicName {
+    /// The topic's name for an application.
+    pub(crate) fn resolve(&self, application_id: &str) -> String {
+        match self {
+            TopicName::External(t) => t.clone(),
+            TopicName::Internal(n) => format!("{application_id}-{n}"),
+        }
+    }
+}
+
+/// One sub-pipeline: an input topic and the chain its tasks run. A pipeline with a
+/// repartition has two; the runtime's one consumer reads all their inputs.
+#[derive(Clone)]
+pub(crate) struct Stage {
+    pub(crate) input: TopicName,
+    pub(crate) build: Arc<BuildTask>,
+}
 
 /// What the runtime gives a new task's chain.
 pub(crate) struct TaskSetup {
@@ -69,16 +95,18 @@ pub(crate) struct TaskSetup {
 /// [`Stream::to`] with a [`Sink`].
 #[derive(Clone)]
 pub struct Pipeline {
-    pub(crate) input: Arc<str>,
+    pub(crate) stages: Vec<Stage>,
     pub(crate) output: String,
     pub(crate) operators: Vec<String>,
-    pub(crate) build: Arc<BuildTask>,
 }
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("input", &self.input)
+            .field(
+                "inputs",
+                &self.stages.iter().map(|s| &s.input).collect::<Vec<_>>(),
+            )
             .field("operators", &self.operators)
             .field("output", &self.output)
             .finish()
@@ -100,23 +128,13 @@ impl Pipeline {
         key: impl Codec<K>,
         value: impl Codec<V>,
     ) -> Stream<K, V> {
-        let topic: Arc<str> = Arc::from(topic.into());
-        let key: Arc<dyn Codec<K>> = Arc::new(key);
-        let value: Arc<dyn Codec<V>> = Arc::new(value);
-        let t = topic.clone();
-        Stream {
-            input: topic,
-            operators: Vec::new(),
-            build: Arc::new(move |_task, next| {
-                Box::new(SourceNode {
-                    topic: t.clone(),
-                    key: key.clone(),
-                    value: value.clone(),
-                    next,
-                })
-            }),
-            _types: PhantomData,
-        }
+        Stream::source(
+            TopicName::External(topic.into()),
+            Vec::new(),
+            Vec::new(),
+            key,
+            value,
+        )
     }
 
     /// Copies `input` to `output` unchanged: key, value (nulls kept), timestamp and headers,
@@ -127,9 +145,22 @@ impl Pipeline {
                 .partitioning(crate::sink::Partitioning::SameAsInput))
     }
 
-    /// The input topic.
+    /// The input topic (of the first sub-pipeline).
     pub fn input_topic(&self) -> &str {
-        &self.input
+        match &self.stages[0].input {
+            TopicName::External(t) | TopicName::Internal(t) => t,
+        }
+    }
+
+    /// Names of the internal (repartition) topics, without the application id prefix.
+    pub fn internal_topics(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .filter_map(|s| match &s.input {
+                TopicName::Internal(n) => Some(n.clone()),
+                TopicName::External(_) => None,
+            })
+            .collect()
     }
 
     /// The output topic.
@@ -140,13 +171,72 @@ impl Pipeline {
 
 /// A pipeline under construction whose records are `Record<K, V>` at this point.
 pub struct Stream<K, V> {
-    input: Arc<str>,
+    input: TopicName,
+    earlier: Vec<Stage>,
     operators: Vec<String>,
     build: Arc<BuildChain<K, V>>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
 impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
+    fn source(
+        input: TopicName,
+        earlier: Vec<Stage>,
+        operators: Vec<String>,
+        key: impl Codec<K>,
+        value: impl Codec<V>,
+    ) -> Self {
+        let key: Arc<dyn Codec<K>> = Arc::new(key);
+        let value: Arc<dyn Codec<V>> = Arc::new(value);
+        Stream {
+            input,
+            earlier,
+            operators,
+            build: Arc::new(move |task, next| {
+                Box::new(SourceNode {
+                    topic: task.id.topic.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    next,
+                })
+            }),
+            _types: PhantomData,
+        }
+    }
+
+    /// Re-partitions the stream by its current key through an internal topic
+    /// `{application_id}-{name}-repartition` (as many partitions as the input), written in
+    /// the same transaction as everything else: the hop is exactly-once too. Records after
+    /// this point run in a second sub-pipeline, whose tasks are the internal topic's
+    /// partitions, so each key meets all its records in one task. Use it before keyed
+    /// state when the input is not already partitioned by that key.
+    ///
+    /// # Panics
+    /// When `name` is already used in this pipeline.
+    pub fn repartition(
+        self,
+        name: impl Into<String>,
+        key: impl Codec<K> + Clone,
+        value: impl Codec<V> + Clone,
+    ) -> Stream<K, V> {
+        let name = name.into();
+        assert!(
+            !self.operators.contains(&name),
+            "operator name `{name}` is used twice in this pipeline; names must be unique"
+        );
+        let internal = TopicName::Internal(format!("{name}-repartition"));
+        let sink = Sink {
+            topic: internal.clone(),
+            key: Arc::new(key.clone()),
+            value: Arc::new(value.clone()),
+            partitioning: crate::sink::Partitioning::ByKey,
+        };
+        let mut operators = self.operators.clone();
+        operators.push(name);
+        let finished = self.to(sink);
+        Stream::source(internal, finished.stages, operators, key, value)
+    }
+
     /// Adds an operator. `factory` makes one instance per task (input partition); `name`
     /// identifies the operator in logs, metrics and (for stateful operators) state.
     ///
@@ -168,6 +258,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         let upstream = self.build;
         Stream {
             input: self.input,
+            earlier: self.earlier,
             operators,
             build: Arc::new(move |task, next| {
                 let node: OperatorNode<O, K, V> = OperatorNode {
@@ -190,22 +281,29 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
 
     /// Ends the pipeline in a sink.
     pub fn to(self, sink: Sink<K, V>) -> Pipeline {
-        let output = sink.topic.clone();
+        let output = match &sink.topic {
+            TopicName::External(t) | TopicName::Internal(t) => t.clone(),
+        };
         let sink = Arc::new(sink);
         let chain = self.build;
-        Pipeline {
+        let mut stages = self.earlier;
+        stages.push(Stage {
             input: self.input,
-            output,
-            operators: self.operators,
             build: Arc::new(move |task| {
                 chain(
                     task,
                     Box::new(SinkNode {
+                        topic: sink.topic.resolve(&task.state.config.application_id),
                         sink: sink.clone(),
                         output: task.output.clone(),
                     }),
                 )
             }),
+        });
+        Pipeline {
+            stages,
+            output,
+            operators: self.operators,
         }
     }
 

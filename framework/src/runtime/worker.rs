@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 /// Everything the poll loop and the rebalance callbacks share.
 pub(crate) struct WorkerState {
-    pipeline: Pipeline,
+    /// Each stage's resolved input topic and chain builder.
+    builds: Vec<(String, Arc<crate::pipeline::BuildTask>)>,
     output: Arc<OutputProducer>,
     state: Arc<StateEnv>,
     committer: Committer,
@@ -58,7 +59,17 @@ impl WorkerState {
                     partition,
                 };
                 tracing::info!(task = %key, "task started");
-                let chain = (self.pipeline.build)(&TaskSetup {
+                let Some(build) = self
+                    .builds
+                    .iter()
+                    .find(|(t, _)| t == topic)
+                    .map(|(_, b)| b.clone())
+                else {
+                    return Err(Error::Worker(format!(
+                        "a record of {topic}, which no stage reads"
+                    )));
+                };
+                let chain = build(&TaskSetup {
                     id: key.clone(),
                     output: self.output.clone(),
                     state: self.state.clone(),
@@ -284,19 +295,34 @@ pub(crate) fn run_worker(
 ) -> Result<()> {
     let output = create_producer(&config, stats.clone())?;
     let metadata_timeout = Duration::from_secs(10);
+    let app = &config.application_id;
+    let topics: Vec<String> = pipeline
+        .stages
+        .iter()
+        .map(|s| s.input.resolve(app))
+        .collect();
     let inputs = source::partition_count(
         output.producer.client(),
         &config.brokers,
-        &pipeline.input,
+        &topics[0],
         metadata_timeout,
     )?;
+    for internal in pipeline.internal_topics() {
+        let topic = format!("{app}-{internal}");
+        crate::admin::ensure_topic(
+            &config,
+            &topic,
+            inputs,
+            crate::admin::TopicKind::Repartition,
+        )?;
+    }
     let outputs = source::partition_count(
         output.producer.client(),
         &config.brokers,
         &pipeline.output,
         metadata_timeout,
     )?;
-    tracing::info!(input = %pipeline.input, inputs, output = %pipeline.output, outputs, guarantee = ?config.guarantee, "worker starting");
+    tracing::info!(?topics, inputs, output = %pipeline.output, outputs, guarantee = ?config.guarantee, "worker starting");
     if config.guarantee == Guarantee::ExactlyOnce {
         let p = &output.producer;
         crate::commit::with_retries(config.max_retries, KafkaOp::InitTransactions, || {
@@ -305,7 +331,11 @@ pub(crate) fn run_worker(
     }
     let state = Arc::new(Mutex::new(Some(WorkerState {
         committer: Committer::new(&config, output.clone(), stats.clone()),
-        pipeline: pipeline.clone(),
+        builds: pipeline
+            .stages
+            .iter()
+            .map(|s| (s.input.resolve(app), s.build.clone()))
+            .collect(),
         output: output.clone(),
         state: Arc::new(StateEnv::new(
             config.clone(),
@@ -327,7 +357,7 @@ pub(crate) fn run_worker(
         },
     )?;
     consumer
-        .subscribe(&[&pipeline.input])
+        .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
         .map_err(|e| Error::kafka(KafkaOp::Subscribe, e))?;
 
     let result = poll_loop(&consumer, &state, &stop, config.commit_interval());

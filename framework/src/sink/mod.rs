@@ -32,7 +32,7 @@ pub enum Partitioning {
 
 /// Where a pipeline writes: a topic with key and value serdes.
 pub struct Sink<K, V> {
-    pub(crate) topic: String,
+    pub(crate) topic: crate::pipeline::TopicName,
     pub(crate) key: Arc<dyn Codec<K>>,
     pub(crate) value: Arc<dyn Codec<V>>,
     pub(crate) partitioning: Partitioning,
@@ -42,7 +42,7 @@ impl<K, V> Sink<K, V> {
     /// Writes to `topic`, encoding keys and values with the given serdes.
     pub fn topic(topic: impl Into<String>, key: impl Codec<K>, value: impl Codec<V>) -> Self {
         Sink {
-            topic: topic.into(),
+            topic: crate::pipeline::TopicName::External(topic.into()),
             key: Arc::new(key),
             value: Arc::new(value),
             partitioning: Partitioning::ByKey,
@@ -143,6 +143,8 @@ impl OutputProducer {
 
 /// The last node of a chain.
 pub(crate) struct SinkNode<K, V> {
+    /// The resolved topic name.
+    pub(crate) topic: String,
     pub(crate) sink: Arc<Sink<K, V>>,
     pub(crate) output: Arc<OutputProducer>,
 }
@@ -152,7 +154,7 @@ impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
         let sink = &*self.sink;
         let encode_error = |part: &'static str, message: String| Error::Encode {
             part,
-            topic: sink.topic.clone(),
+            topic: self.topic.clone(),
             message,
         };
         let key = match &r.key {
@@ -180,7 +182,7 @@ impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
             Partitioning::SameAsInput => Some(r.origin.partition),
         };
         self.output.send(
-            &sink.topic,
+            &self.topic,
             partition,
             key.as_deref(),
             value.as_deref(),

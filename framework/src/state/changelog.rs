@@ -7,10 +7,7 @@ use crate::error::{Error, KafkaOp, Result};
 use crate::record::TaskId;
 use crate::runtime::stats::Stats;
 use crate::sink::OutputProducer;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -65,6 +62,21 @@ impl StateEnv {
         Ok(self.db.get_or_init(|| db))
     }
 
+    /// Creates or checks a changelog topic once per worker.
+    fn ensure_changelog(&self, topic: &str) -> Result<()> {
+        let mut ensured = self.ensured.lock().unwrap_or_else(|p| p.into_inner());
+        if !ensured.contains(topic) {
+            crate::admin::ensure_topic(
+                &self.config,
+                topic,
+                self.input_partitions,
+                crate::admin::TopicKind::Changelog,
+            )?;
+            ensured.insert(topic.to_string());
+        }
+        Ok(())
+    }
+
     /// Opens (creating and restoring as needed) one state of one task whose input resumes
     /// at `start_offset`.
     pub(crate) fn open_cell(
@@ -88,7 +100,7 @@ impl StateEnv {
             })?;
         let changelog = if self.config.state_changelog {
             let topic = topic_name(&self.config.application_id, operator, state);
-            self.ensure_topic(&topic)?;
+            self.ensure_changelog(&topic)?;
             Some(topic)
         } else {
             None
@@ -106,85 +118,6 @@ impl StateEnv {
             changelog: changelog.map(|t| (self.clone(), t, task.partition)),
             checkpoint,
         })
-    }
-
-    /// Creates the compacted changelog topic, or checks the existing one.
-    fn ensure_topic(&self, topic: &str) -> Result<()> {
-        let mut ensured = self.ensured.lock().unwrap_or_else(|p| p.into_inner());
-        if ensured.contains(topic) {
-            return Ok(());
-        }
-        let admin: AdminClient<DefaultClientContext> = self
-            .config
-            .client_config(false)
-            .create()
-            .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
-        let new = NewTopic::new(
-            topic,
-            self.input_partitions as i32,
-            TopicReplication::Fixed(-1),
-        )
-        .set("cleanup.policy", "compact");
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| Error::Worker(format!("cannot start an admin runtime: {e}")))?;
-        let results = rt
-            .block_on(admin.create_topics([&new], &opts))
-            .map_err(|e| Error::kafka(KafkaOp::Admin, e))?;
-        for r in results {
-            match r {
-                Ok(_) => tracing::info!(
-                    topic,
-                    partitions = self.input_partitions,
-                    "changelog topic created"
-                ),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => {
-                    return Err(Error::kafka(
-                        KafkaOp::Admin,
-                        rdkafka::error::KafkaError::AdminOp(code),
-                    ))
-                }
-            }
-        }
-        let partitions = crate::source::partition_count(
-            self.output.producer.client(),
-            &self.config.brokers,
-            topic,
-            Duration::from_secs(30),
-        )?;
-        if partitions != self.input_partitions {
-            return Err(Error::config(
-                "changelog",
-                format!(
-                    "the changelog topic `{topic}` has {partitions} partitions but the input has {}; \
-                     delete it or give it as many partitions (it must be compacted)",
-                    self.input_partitions
-                ),
-            ));
-        }
-        let configs = rt
-            .block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts))
-            .map_err(|e| Error::kafka(KafkaOp::Admin, e))?;
-        let policy = configs
-            .first()
-            .and_then(|r| r.as_ref().ok())
-            .and_then(|r| r.get("cleanup.policy"))
-            .and_then(|e| e.value.clone())
-            .unwrap_or_default();
-        if !policy.contains("compact") {
-            return Err(Error::config(
-                "changelog",
-                format!(
-                    "the changelog topic `{topic}` has cleanup.policy={policy}; it must be compacted \
-                     (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config cleanup.policy=compact)"
-                ),
-            ));
-        }
-        ensured.insert(topic.to_string());
-        Ok(())
     }
 }
 

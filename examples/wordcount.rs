@@ -1,0 +1,215 @@
+//! # wordcount — the flagship: count the words of a book, exactly once
+//!
+//! With no arguments: starts the local broker (unless `KAFKA_BROKERS` is set), loads the
+//! King James Bible shipped in `data/kjv.txt` into an input topic of 4 partitions, and runs
+//! two workers of the pipeline below in this process, with forced rebalances in the middle
+//! (the second worker joins, later leaves). The output topic gets `word → count so far`
+//! (both UTF-8, the count in decimal). Then it reads the output `read_committed`, compares
+//! the last count of every word with a direct count of the corpus, prints the top 10 and
+//! `verified: N words, 0 wrong`, and exits non-zero on any difference.
+//!
+//! Guarantee: `exactly_once` — the repartition hop, the counts' changelog and the output
+//! commit in the same transactions as the consumed offsets.
+//!
+//! ```text
+//! cargo run --release --example wordcount
+//! cargo run --release --example wordcount -- --brokers host:9092 --corpus my.txt
+//! ```
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use exactly::prelude::*;
+use exactly::testkit::{self, Isolation, Loader};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The word count: a few lines of pipeline.
+fn wordcount(input: &str, output: &str) -> Pipeline {
+    Pipeline::from_topic(input, Serde::string())
+        .flat_map(|line: String| words(&line))
+        .key_by(
+            "words",
+            |w: &String| w.clone(),
+            Serde::string(),
+            Serde::string(),
+        )
+        .count("count")
+        .map(|n: u64| n.to_string())
+        .to_topic(output, Serde::string(), Serde::string())
+}
+
+/// Lower-case runs of letters and digits.
+fn words(line: &str) -> Vec<String> {
+    line.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Count the words of a text exactly once, verify the result.")]
+struct Args {
+    /// Bootstrap servers (default: $KAFKA_BROKERS, else the local broker of scripts/kafka).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// The text to count, one record per line.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/kjv.txt"))]
+    corpus: PathBuf,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Keep the topics and state afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error,librdkafka=off".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let brokers = match &args.brokers {
+        Some(b) => b.clone(),
+        None => testkit::bootstrap_servers()?,
+    };
+    let text = std::fs::read_to_string(&args.corpus)
+        .with_context(|| format!("reading {}", args.corpus.display()))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for line in &lines {
+        for w in words(line) {
+            *expected.entry(w).or_default() += 1;
+        }
+    }
+    let total_words: u64 = expected.values().sum();
+
+    let app = testkit::unique_name("wordcount");
+    let input = format!("{app}-lines");
+    let output = format!("{app}-counts");
+    testkit::create_topic(&brokers, &input, args.partitions)?;
+    testkit::create_topic(&brokers, &output, args.partitions)?;
+    let n = args.partitions;
+    Loader::new(&brokers)?.send(
+        &input,
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (Some(i as i32 % n), None::<&str>, *l)),
+    )?;
+    println!(
+        "loaded {} lines ({total_words} words, {} distinct) from {} into {input} on {brokers}",
+        lines.len(),
+        expected.len(),
+        args.corpus.display()
+    );
+
+    let state_dir = std::env::temp_dir().join("exactly-wordcount").join(&app);
+    let config = |worker: &str| Config::new(&app, &brokers).with_state_dir(state_dir.join(worker));
+    let bar = ProgressBar::new(lines.len() as u64 + total_words);
+    bar.set_style(ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} records {msg}",
+    )?);
+    let started = Instant::now();
+    let first = Runtime::new(config("w1").with_env()?).spawn(wordcount(&input, &output))?;
+    let mut second: Option<exactly::Worker> = None;
+    let mut rebalances = 0;
+    let mut left_behind = 0; // records processed by workers that have stopped
+    let repartition = format!("{app}-words-repartition");
+    loop {
+        let done_in = left_behind
+            + first.stats().records_in
+            + second.as_ref().map_or(0, |w| w.stats().records_in);
+        bar.set_position(done_in.min(bar.length().unwrap_or(0)));
+        let fraction = done_in as f64 / (lines.len() as u64 + total_words) as f64;
+        // Forced rebalances: a second worker joins at 25 %, leaves at 60 %.
+        if second.is_none() && rebalances == 0 && fraction > 0.25 {
+            bar.set_message("(rebalance: a second worker joins)");
+            second =
+                Some(Runtime::new(config("w2").with_env()?).spawn(wordcount(&input, &output))?);
+            rebalances += 1;
+        } else if rebalances == 1 && fraction > 0.6 {
+            if let Some(w) = second.take() {
+                bar.set_message("(rebalance: the second worker leaves)");
+                left_behind += w.stats().records_in;
+                w.stop();
+                w.wait().await.context("the second worker failed")?;
+                rebalances += 1;
+            }
+        }
+        if first.is_finished() {
+            break;
+        }
+        if fraction >= 1.0
+            && testkit::caught_up(&brokers, &app, &input)?
+            && testkit::caught_up(&brokers, &app, &repartition)?
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let stats = first.stats();
+    first.stop();
+    first.wait().await.context("the worker failed")?;
+    if let Some(w) = second {
+        w.stop();
+        w.wait().await?;
+    }
+    println!(
+        "counted {total_words} words in {:.1} s ({:.0} words/s; {} forced rebalances, {} transactions, {} aborted on the first worker)",
+        elapsed.as_secs_f64(),
+        total_words as f64 / elapsed.as_secs_f64(),
+        rebalances,
+        stats.commits,
+        stats.aborts
+    );
+
+    let out = testkit::read_to_end(
+        &brokers,
+        &output,
+        Isolation::ReadCommitted,
+        Duration::from_secs(120),
+    )?;
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for r in &out {
+        let word = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).to_string();
+        let n: u64 = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).parse()?;
+        last.insert(word, n);
+    }
+    let mut top: Vec<(&String, &u64)> = last.iter().collect();
+    top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    println!("top 10:");
+    for (w, n) in top.iter().take(10) {
+        println!("  {w:>8} {n}");
+    }
+    let wrong: Vec<(&String, u64, Option<&u64>)> = expected
+        .iter()
+        .filter(|(w, n)| last.get(*w) != Some(n))
+        .map(|(w, n)| (w, *n, last.get(w)))
+        .collect();
+    let extra = last.keys().filter(|w| !expected.contains_key(*w)).count();
+    if !args.keep {
+        let changelog = exactly::framework::state::changelog::topic_name(&app, "count", "counts");
+        testkit::delete_topic(&brokers, &[&input, &output, &repartition, &changelog])?;
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    println!(
+        "verified: {} words, {} wrong",
+        expected.len(),
+        wrong.len() + extra
+    );
+    if !wrong.is_empty() || extra > 0 {
+        for (w, want, got) in wrong.iter().take(10) {
+            eprintln!("  {w}: expected {want}, output says {got:?}");
+        }
+        bail!("the output does not match the corpus");
+    }
+    Ok(())
+}
