@@ -63,6 +63,22 @@ struct Args {
     /// Keep the topics and state afterwards.
     #[arg(long)]
     keep: bool,
+    /// Run as one long-lived member of group `--group` reading `--input`, writing
+    /// `--output`, until SIGTERM/SIGINT (no loading, no verification).
+    #[arg(long, requires_all = ["group", "input", "output"])]
+    member: bool,
+    /// Consumer group / application id (with --member).
+    #[arg(long)]
+    group: Option<String>,
+    /// Input topic (with --member).
+    #[arg(long)]
+    input: Option<String>,
+    /// Output topic (with --member).
+    #[arg(long)]
+    output: Option<String>,
+    /// Local state directory (with --member).
+    #[arg(long, default_value = "./exactly-state")]
+    state_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -78,6 +94,9 @@ async fn main() -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => testkit::bootstrap_servers()?,
     };
+    if args.member {
+        return member(&args, &brokers).await;
+    }
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("reading {}", args.corpus.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -211,5 +230,20 @@ async fn main() -> anyhow::Result<()> {
         }
         bail!("the output does not match the corpus");
     }
+    Ok(())
+}
+
+/// `--member`: one worker of the word count until SIGTERM/SIGINT.
+async fn member(args: &Args, brokers: &str) -> anyhow::Result<()> {
+    let (group, input, output) = (
+        args.group.clone().unwrap_or_default(),
+        args.input.clone().unwrap_or_default(),
+        args.output.clone().unwrap_or_default(),
+    );
+    let config = Config::new(&group, brokers)
+        .with_state_dir(&args.state_dir)
+        .with_session_timeout(Duration::from_secs(6))
+        .with_env()?;
+    Runtime::new(config).run(wordcount(&input, &output)).await?;
     Ok(())
 }

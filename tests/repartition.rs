@@ -1,0 +1,207 @@
+//! The repartition hop (`key_by`) is exactly-once: a word count whose two sub-pipelines
+//! (lines → words through the internal topic → counts) commit in the consumers' transactions,
+//! checked word by word: each word's output must be exactly 1, 2, ..., n in order — a lost
+//! or duplicated record on either side of the hop breaks a sequence.
+
+mod common;
+
+use common::copy_check::{copier_binary, wait_until_committed, Rng};
+use common::*;
+use exactly::prelude::*;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn words(line: &str) -> Vec<String> {
+    line.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+struct Corpus {
+    b: String,
+    input: String,
+    output: String,
+    group: String,
+    expected: BTreeMap<String, u64>,
+}
+
+impl Corpus {
+    fn load(name: &str, lines: usize) -> Corpus {
+        let b = brokers();
+        let text = include_str!("../data/kjv.txt");
+        let lines: Vec<&str> = text.lines().take(lines).collect();
+        let mut expected = BTreeMap::new();
+        for l in &lines {
+            for w in words(l) {
+                *expected.entry(w).or_default() += 1;
+            }
+        }
+        let input = new_topic(&b, &format!("{name}-lines"), 4);
+        let output = new_topic(&b, &format!("{name}-counts"), 4);
+        produce(
+            &b,
+            &input,
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (Some(i as i32 % 4), None::<&str>, *l)),
+        )
+        .unwrap();
+        Corpus {
+            group: unique_name(name),
+            b,
+            input,
+            output,
+            expected,
+        }
+    }
+
+    fn wait_done(&self) {
+        wait_until_committed(&self.b, &self.group, &self.input, Duration::from_secs(180));
+        let repartition = format!("{}-words-repartition", self.group);
+        wait_until_committed(&self.b, &self.group, &repartition, Duration::from_secs(180));
+    }
+
+    fn assert_exact(&self) {
+        let out = read_to_end(
+            &self.b,
+            &self.output,
+            Isolation::ReadCommitted,
+            READ_DEADLINE,
+        )
+        .unwrap();
+        let mut per_word: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for r in &out {
+            let w = String::from_utf8(r.key.clone().unwrap()).unwrap();
+            let n = String::from_utf8(r.value.clone().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            per_word.entry(w).or_default().push(n);
+        }
+        let mut wrong = Vec::new();
+        for (w, n) in &self.expected {
+            if per_word.get(w) != Some(&(1..=*n).collect::<Vec<_>>()) {
+                wrong.push((
+                    w.clone(),
+                    *n,
+                    per_word.get(w).map(|v| (v.len(), v.last().copied())),
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} words wrong, e.g. {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+        assert_eq!(per_word.len(), self.expected.len());
+        assert_eq!(out.len() as u64, self.expected.values().sum::<u64>());
+    }
+
+    fn cleanup(&self) {
+        let internal = [
+            format!("{}-words-repartition", self.group),
+            exactly::framework::state::changelog::topic_name(&self.group, "count", "counts"),
+        ];
+        let _ = delete_topic(
+            &self.b,
+            &[&self.input, &self.output, &internal[0], &internal[1]],
+        );
+    }
+}
+
+fn wordcount(input: &str, output: &str) -> Pipeline {
+    Pipeline::from_topic(input, Serde::string())
+        .flat_map(|line: String| words(&line))
+        .key_by(
+            "words",
+            |w: &String| w.clone(),
+            Serde::string(),
+            Serde::string(),
+        )
+        .count("count")
+        .map(|n: u64| n.to_string())
+        .to_topic(output, Serde::string(), Serde::string())
+}
+
+#[test]
+fn word_count_through_a_repartition_is_exact_across_rebalances() {
+    init_tracing();
+    let c = Corpus::load("repartition-rebalance", 3_000);
+    let dir = std::env::temp_dir().join(unique_name("exactly-repartition"));
+    let config = |w: &str| {
+        Config::new(&c.group, &c.b)
+            .with_state_dir(dir.join(w))
+            .with_commit_max_records(2_000)
+            .with_consumer_property("heartbeat.interval.ms", "500")
+    };
+    let w1 = Runtime::new(config("w1"))
+        .spawn(wordcount(&c.input, &c.output))
+        .unwrap();
+    for i in 0..3 {
+        let w = Runtime::new(config(&format!("x{i}")))
+            .spawn(wordcount(&c.input, &c.output))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1_500));
+        w.stop();
+        w.join().unwrap();
+    }
+    c.wait_done();
+    w1.stop();
+    w1.join().unwrap();
+    c.assert_exact();
+    c.cleanup();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn word_count_through_a_repartition_is_exact_under_sigkill() {
+    let c = Corpus::load("repartition-kill", 6_000);
+    let dir = std::env::temp_dir().join(unique_name("exactly-repartition-kill"));
+    let bin = copier_binary().with_file_name("wordcount");
+    let spawn = |w: &str| {
+        Command::new(&bin)
+            .args([
+                "--member",
+                "--brokers",
+                &c.b,
+                "--group",
+                &c.group,
+                "--input",
+                &c.input,
+                "--output",
+                &c.output,
+            ])
+            .arg("--state-dir")
+            .arg(dir.join(w))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the wordcount example (built by `cargo test`)")
+    };
+    let mut rng = Rng::from_time();
+    let mut workers = [Some(spawn("w0")), Some(spawn("w1"))];
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(500 + rng.below(2_000)));
+        let victim = rng.below(2) as usize;
+        if let Some(mut p) = workers[victim].take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        workers[victim] = Some(spawn(&format!("w{victim}-{round}")));
+    }
+    c.wait_done();
+    for mut p in workers.into_iter().flatten() {
+        unsafe {
+            libc::kill(p.id() as i32, libc::SIGTERM);
+        }
+        assert!(p.wait().unwrap().success(), "a member did not stop cleanly");
+    }
+    c.assert_exact();
+    c.cleanup();
+    let _ = std::fs::remove_dir_all(dir);
+}
