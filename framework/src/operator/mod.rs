@@ -185,7 +185,7 @@ pub trait Operator<K, V>: Send + 'static {
     ///
     /// # Errors
     /// An error stops the worker (after aborting the open transaction, so nothing of the
-    /// failed cycle becomes visible); return [`Error::Operator`](crate::Error::Operator) for
+    /// failed cycle becomes visible); return [`Error::Operator`] for
     /// your own failures.
     fn process(
         &mut self,

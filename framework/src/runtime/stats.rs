@@ -23,6 +23,7 @@ pub struct Stats {
     pub(crate) max_pause_nanos: AtomicU64,
     pub(crate) restores: AtomicU64,
     pub(crate) restored_records: AtomicU64,
+    pub(crate) restore_nanos: AtomicU64,
 }
 
 /// A point-in-time copy of a worker's [`Stats`].
@@ -48,6 +49,8 @@ pub struct StatsSnapshot {
     pub restores: u64,
     /// Changelog records replayed into local state.
     pub restored_records: u64,
+    /// Total time spent opening states on assignment (replay included).
+    pub restore_time: Duration,
 }
 
 impl Stats {
@@ -65,6 +68,7 @@ impl Stats {
             max_rebalance_pause: Duration::from_nanos(get(&self.max_pause_nanos)),
             restores: get(&self.restores),
             restored_records: get(&self.restored_records),
+            restore_time: Duration::from_nanos(get(&self.restore_nanos)),
         }
     }
 

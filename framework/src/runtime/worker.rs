@@ -98,7 +98,7 @@ impl WorkerState {
             Outcome::Empty => Ok(()),
             Outcome::Committed => {
                 self.aborts_in_a_row = 0;
-                Ok(())
+                self.state.flush()
             }
             Outcome::Aborted(err) => self.aborted(err),
         }

@@ -98,14 +98,8 @@ impl StateCell {
                     input_offset,
                     changelog_offset,
                 };
-                PreparedBatch::new(overlay, self.checkpoint)?.apply(tree)?;
-                // Durable before the next cycle: a crash then restores from here, replaying
-                // at most the cycles committed after it.
-                tree.flush().map_err(|e| Error::State {
-                    op: "flush",
-                    message: e.to_string(),
-                })?;
-                Ok(())
+                // Made durable once per cycle for all tasks by `StateEnv::flush`.
+                PreparedBatch::new(overlay, self.checkpoint)?.apply(tree)
             }
         }
     }

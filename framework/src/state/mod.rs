@@ -10,7 +10,7 @@
 //! - Step 5, only after the Kafka commit: the overlay becomes a [`store::PreparedBatch`]
 //!   (taken by value) and is applied to sled in one atomic batch with the checkpoint
 //!   `{input offset, changelog offset}`. An abort drops the overlay.
-//! - On assignment ([`changelog::restore`]): local checkpoint matches the committed input
+//! - On assignment (`changelog::restore`): local checkpoint matches the committed input
 //!   offset → use sled as is; otherwise replay the changelog (`read_committed`) from the
 //!   checkpoint's changelog offset (from the start without one) to its end.
 
