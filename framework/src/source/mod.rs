@@ -30,6 +30,15 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
             config.max_poll_interval_ms.to_string(),
         )
         .set("enable.partition.eof", "false");
+    let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_consumer.contains_key(k);
+    if !user_set("heartbeat.interval.ms") {
+        // librdkafka's 3 s default makes every cooperative rebalance (two rounds, noticed at
+        // the next heartbeat) pause moved partitions for seconds.
+        c.set(
+            "heartbeat.interval.ms",
+            (config.session_timeout_ms / 3).min(500).to_string(),
+        );
+    }
     if !config.kafka.contains_key("statistics.interval.ms")
         && !config.kafka_consumer.contains_key("statistics.interval.ms")
     {

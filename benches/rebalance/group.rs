@@ -1,0 +1,116 @@
+//! Watching the consumer group from outside (ListGroups/DescribeGroups): who owns which
+//! input partition, and when the group is stable. Tells which partitions a forced rebalance
+//! moved, and when the group first settled (the start of the throughput window).
+
+use crate::measure::now_ms;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::time::Duration;
+
+/// The group at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupView {
+    pub at_ms: i64,
+    pub state: String,
+    pub members: usize,
+    /// Owner (member id) of each input partition.
+    pub owners: Vec<Option<String>>,
+}
+
+impl GroupView {
+    /// Every partition has an owner.
+    pub fn complete(&self) -> bool {
+        self.owners.iter().all(Option::is_some)
+    }
+
+    /// Stable, `workers` members, every partition owned, and every member owning one (when
+    /// there are enough partitions).
+    pub fn settled(&self, workers: usize) -> bool {
+        let owners: std::collections::HashSet<&String> = self.owners.iter().flatten().collect();
+        self.state == "Stable"
+            && self.members == workers
+            && self.complete()
+            && (owners.len() == workers || workers > self.owners.len())
+    }
+
+    /// Same owners, state and size (the history keeps changes only).
+    pub fn same(&self, other: &GroupView) -> bool {
+        self.state == other.state && self.members == other.members && self.owners == other.owners
+    }
+}
+
+/// Describes `group`: its state and who owns which partition of `topic`.
+pub fn describe(
+    client: &BaseConsumer,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<GroupView> {
+    let list = client.fetch_group_list(Some(group), Duration::from_secs(5))?;
+    let mut view = GroupView {
+        at_ms: now_ms(),
+        state: String::from("Unknown"),
+        members: 0,
+        owners: vec![None; partitions.max(0) as usize],
+    };
+    if let Some(g) = list.groups().iter().find(|g| g.name() == group) {
+        view.state = g.state().to_string();
+        view.members = g.members().len();
+        for m in g.members() {
+            for p in m
+                .assignment()
+                .map(|a| parse_assignment(a, topic))
+                .unwrap_or_default()
+            {
+                if let Some(slot) = usize::try_from(p).ok().and_then(|p| view.owners.get_mut(p)) {
+                    *slot = Some(m.id().to_string());
+                }
+            }
+        }
+    }
+    Ok(view)
+}
+
+/// The partitions of `topic` in a consumer-protocol assignment (version, then an array of
+/// (topic, partitions); the user data after it is ignored).
+fn parse_assignment(b: &[u8], topic: &str) -> Vec<i32> {
+    let mut r = Reader { b, at: 0 };
+    let mut out = Vec::new();
+    let _version = r.i16();
+    let Some(topics) = r.i32() else {
+        return out;
+    };
+    for _ in 0..topics.max(0) {
+        let Some(name) = r.string() else { break };
+        let Some(n) = r.i32() else { break };
+        for _ in 0..n.max(0) {
+            let Some(p) = r.i32() else { break };
+            if name == topic.as_bytes() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at + n)?;
+        self.at += n;
+        Some(s)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let n = self.i16()?;
+        self.take(n.max(0) as usize)
+    }
+}
