@@ -81,7 +81,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let config = config(&args, &brokers)?;
     let worker = Runtime::new(config).spawn(Pipeline::copy(&input, &output))?;
-    let stats = worker_until_signal(worker).await?;
+    let stats = worker
+        .wait_until(exactly::framework::runtime::shutdown_signal())
+        .await?;
     println!(
         "copied {} records from {input} to {output}",
         stats.records_out
@@ -99,29 +101,6 @@ fn config(args: &Args, brokers: &str) -> anyhow::Result<Config> {
         config = config.with_group_instance_id(id);
     }
     Ok(config)
-}
-
-/// Runs until SIGINT/SIGTERM (then stops the worker cleanly) or until the worker fails.
-async fn worker_until_signal(
-    worker: exactly::Worker,
-) -> anyhow::Result<exactly::framework::StatsSnapshot> {
-    let signal = exactly::framework::runtime::shutdown_signal();
-    tokio::pin!(signal);
-    let mut ticker = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tokio::select! {
-            () = &mut signal => {
-                worker.stop();
-                break;
-            }
-            _ = ticker.tick() => {
-                if worker.is_finished() { break; }
-            }
-        }
-    }
-    let last = worker.stats();
-    worker.wait().await?;
-    Ok(last)
 }
 
 async fn demo(args: &Args, brokers: &str) -> anyhow::Result<()> {

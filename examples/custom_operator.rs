@@ -130,17 +130,9 @@ async fn main() -> anyhow::Result<()> {
         config = config.with_group_instance_id(id);
     }
     let worker = Runtime::new(config).spawn(pipeline)?;
-    let signal = exactly::framework::runtime::shutdown_signal();
-    tokio::pin!(signal);
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tokio::select! {
-            () = &mut signal => { worker.stop(); break; }
-            _ = tick.tick() => if worker.is_finished() { break; },
-        }
-    }
-    let s = worker.stats();
-    worker.wait().await?;
+    let s = worker
+        .wait_until(exactly::framework::runtime::shutdown_signal())
+        .await?;
     println!(
         "processed {} records, {} commits, {} aborts, {} state restores replaying {} changelog records",
         s.records_in, s.commits, s.aborts, s.restores, s.restored_records

@@ -232,12 +232,13 @@ fn custom_operator_binary() -> PathBuf {
     copier_binary().with_file_name("custom_operator")
 }
 
-/// Runs the custom_operator example (a stateful keyed sum) as a worker process.
-fn keyed_sum_process(
+/// The custom_operator example (a stateful keyed sum) as a worker process of `f`'s group.
+fn keyed_sum_command(
     f: &Fixture,
     dir: &Path,
-    crash_after_commits: Option<u32>,
-) -> std::process::Child {
+    instance: Option<&str>,
+    commit_max_records: u32,
+) -> Command {
     let mut cmd = Command::new(custom_operator_binary());
     cmd.args([
         "--brokers",
@@ -249,12 +250,24 @@ fn keyed_sum_process(
         "--output",
         &f.output,
     ])
-    .args(["--instance-id", "w0", "--commit-max-records", "100"])
+    .args(["--commit-max-records", &commit_max_records.to_string()])
     .arg("--state-dir")
     .arg(dir)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    .stdin(Stdio::null());
+    if let Some(id) = instance {
+        cmd.args(["--instance-id", id]);
+    }
+    cmd
+}
+
+/// A keyed-sum worker whose stdout (its final counters) the test reads.
+fn keyed_sum_process(
+    f: &Fixture,
+    dir: &Path,
+    crash_after_commits: Option<u32>,
+) -> std::process::Child {
+    let mut cmd = keyed_sum_command(f, dir, Some("w0"), 100);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     if let Some(n) = crash_after_commits {
         cmd.env("EXACTLY_TEST_CRASH_AFTER_COMMITS", n.to_string());
     }
@@ -308,27 +321,11 @@ fn a_crash_between_commit_and_state_apply_replays_only_the_missing_cycle() {
 }
 
 fn keyed_sum_member(f: &Fixture, dir: &Path, instance: Option<&str>) -> std::process::Child {
-    let mut cmd = Command::new(custom_operator_binary());
-    cmd.args([
-        "--brokers",
-        &f.b,
-        "--group",
-        &f.group,
-        "--input",
-        &f.input,
-        "--output",
-        &f.output,
-    ])
-    .args(["--commit-max-records", "500"])
-    .arg("--state-dir")
-    .arg(dir)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    if let Some(id) = instance {
-        cmd.args(["--instance-id", id]);
-    }
-    cmd.spawn().expect("spawn custom_operator")
+    keyed_sum_command(f, dir, instance, 500)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn custom_operator")
 }
 
 #[test]

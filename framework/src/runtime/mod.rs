@@ -82,18 +82,7 @@ impl Runtime {
         pipeline: Pipeline,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        let worker = self.spawn(pipeline)?;
-        let stop = worker.stop.clone();
-        let done = worker.wait();
-        tokio::pin!(done);
-        tokio::select! {
-            result = &mut done => result,
-            () = shutdown => {
-                tracing::info!("shutdown requested: committing and leaving the group");
-                stop.store(true, Ordering::Relaxed);
-                done.await
-            }
-        }
+        self.spawn(pipeline)?.wait_until(shutdown).await.map(drop)
     }
 }
 
@@ -155,6 +144,26 @@ impl Worker {
                 .unwrap_or_else(|_| Err(Error::Worker("the worker thread panicked".into()))),
             None => Ok(()),
         }
+    }
+
+    /// Waits until the worker ends, or until `shutdown` completes — then asks it to commit,
+    /// leave the group and stop, and waits for that. Returns its final counters.
+    ///
+    /// # Errors
+    /// The error that stopped the worker.
+    pub async fn wait_until(self, shutdown: impl Future<Output = ()>) -> Result<StatsSnapshot> {
+        let (stop, stats) = (self.stop.clone(), self.stats.clone());
+        let done = self.wait();
+        tokio::pin!(done);
+        tokio::select! {
+            result = &mut done => result?,
+            () = shutdown => {
+                tracing::info!("shutdown requested: committing and leaving the group");
+                stop.store(true, Ordering::Relaxed);
+                done.await?
+            }
+        }
+        Ok(stats.snapshot())
     }
 
     /// Waits for the worker to end without blocking the async runtime.
