@@ -129,19 +129,8 @@ async fn demo(args: &Args, brokers: &str) -> anyhow::Result<()> {
         .with_env()?;
     let copy_started = Instant::now();
     let worker = Runtime::new(config).spawn(Pipeline::copy(&input, &output))?;
-    // Done when the group has committed the end offset of every input partition.
-    let ends: Vec<(i32, i64)> = testkit::reader::high_watermarks(brokers, &input)?;
-    loop {
-        if worker.is_finished() {
-            break;
-        }
-        let committed = testkit::committed_offsets(brokers, &group, &input)?;
-        let done = ends
-            .iter()
-            .all(|(p, end)| committed.iter().any(|(cp, o)| cp == p && *o == Some(*end)));
-        if done {
-            break;
-        }
+    // Done when the group has committed everything in the input.
+    while !worker.is_finished() && !testkit::caught_up(brokers, &group, &input)? {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let elapsed = copy_started.elapsed();
