@@ -226,7 +226,6 @@ fn is_fencing_code(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::Fenced
             | RDKafkaErrorCode::FencedInstanceId
             | RDKafkaErrorCode::UnknownMemberId
-            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
     )
 }
 

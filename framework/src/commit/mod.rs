@@ -47,6 +47,7 @@ pub(crate) fn with_retries<T>(
                 if err.action() == Action::Retry && attempt < max {
                     attempt += 1;
                     tracing::warn!(%err, attempt, "retrying");
+                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt.min(10))));
                     continue;
                 }
                 return Err(err);
@@ -163,6 +164,21 @@ impl Committer {
                 self.records = 0;
                 self.cycle_started = Instant::now();
                 Ok(Outcome::Committed)
+            }
+            Err(
+                err @ Error::Kafka {
+                    op: KafkaOp::CommitTransaction,
+                    ..
+                },
+            ) if err.action() == Action::Retry => {
+                // librdkafka is still completing the commit: an abort now would conflict,
+                // and the outcome is unknown. Stop without aborting; on restart the group's
+                // committed offsets (and the state restore) decide.
+                Err(Error::Worker(format!(
+                    "commit_transaction did not complete after {} attempts ({err}); its outcome is unknown, \
+                     so this worker stops without aborting. A restart resumes from the group's committed offsets",
+                    self.max_retries + 1
+                )))
             }
             Err(err) if err.action() == Action::Fatal => {
                 tracing::error!(%err, "commit cycle failed fatally");
