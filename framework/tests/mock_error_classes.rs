@@ -660,8 +660,8 @@ fn commit_transaction_timeout_is_retry_and_resumes() {
 /// framework says Retry; but calling abort again conflicts again, at once, for as long as
 /// the commit is not resumed. Only calling `commit_transaction` again completes it.
 ///
-/// This pins what the commit cycle runs into when `with_retries` gives up on a commit that
-/// keeps timing out: it aborts, and every abort retry conflicts immediately.
+/// This is why the commit cycle, when `with_retries` gives up on a commit that keeps timing
+/// out, stops the worker without aborting (the outcome is unknown) instead of aborting.
 #[test]
 fn abort_transaction_while_a_commit_is_unfinished_conflicts() {
     let mock = cluster();
