@@ -60,6 +60,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
@@ -75,15 +76,15 @@ async fn main() -> anyhow::Result<()> {
     if args.demo {
         return demo(&args, &brokers).await;
     }
+    // Installed before the worker starts: an early SIGTERM still stops it cleanly.
+    let shutdown = exactly::framework::runtime::shutdown_signal();
     let (input, output) = (
         args.input.clone().unwrap_or_default(),
         args.output.clone().unwrap_or_default(),
     );
     let config = config(&args, &brokers)?;
     let worker = Runtime::new(config).spawn(Pipeline::copy(&input, &output))?;
-    let stats = worker
-        .wait_until(exactly::framework::runtime::shutdown_signal())
-        .await?;
+    let stats = worker.wait_until(shutdown).await?;
     println!(
         "copied {} records from {input} to {output}",
         stats.records_out

@@ -94,6 +94,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
@@ -109,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => exactly::testkit::bootstrap_servers()?,
     };
+    // Installed before the worker starts: an early SIGTERM still stops it cleanly.
+    let shutdown = exactly::framework::runtime::shutdown_signal();
     let pipeline = Pipeline::from_topic_with_key(
         args.input.clone().unwrap_or_default(),
         Serde::string(),
@@ -130,9 +133,7 @@ async fn main() -> anyhow::Result<()> {
         config = config.with_group_instance_id(id);
     }
     let worker = Runtime::new(config).spawn(pipeline)?;
-    let s = worker
-        .wait_until(exactly::framework::runtime::shutdown_signal())
-        .await?;
+    let s = worker.wait_until(shutdown).await?;
     println!(
         "processed {} records, {} commits, {} aborts, {} state restores replaying {} changelog records",
         s.records_in, s.commits, s.aborts, s.restores, s.restored_records

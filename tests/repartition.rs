@@ -9,7 +9,7 @@ use common::copy_check::{copier_binary, wait_until_committed, Rng};
 use common::*;
 use exactly::prelude::*;
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn words(line: &str) -> Vec<String> {
@@ -163,43 +163,35 @@ fn word_count_through_a_repartition_is_exact_under_sigkill() {
     let dir = std::env::temp_dir().join(unique_name("exactly-repartition-kill"));
     let bin = copier_binary().with_file_name("wordcount");
     let spawn = |w: &str| {
-        Command::new(&bin)
-            .args([
-                "--member",
-                "--brokers",
-                &c.b,
-                "--group",
-                &c.group,
-                "--input",
-                &c.input,
-                "--output",
-                &c.output,
-            ])
-            .arg("--state-dir")
-            .arg(dir.join(w))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the wordcount example (built by `cargo test`)")
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "--member",
+            "--brokers",
+            &c.b,
+            "--group",
+            &c.group,
+            "--input",
+            &c.input,
+            "--output",
+            &c.output,
+        ])
+        .arg("--state-dir")
+        .arg(dir.join(w));
+        LoggedProcess::spawn(cmd, &format!("{}-{w}", c.group))
     };
     let mut rng = Rng::from_time();
     let mut workers = [Some(spawn("w0")), Some(spawn("w1"))];
     for round in 0..3 {
         std::thread::sleep(Duration::from_millis(500 + rng.below(2_000)));
         let victim = rng.below(2) as usize;
-        if let Some(mut p) = workers[victim].take() {
-            let _ = p.kill();
-            let _ = p.wait();
+        if let Some(p) = workers[victim].take() {
+            p.kill();
         }
         workers[victim] = Some(spawn(&format!("w{victim}-{round}")));
     }
     c.wait_done();
-    for mut p in workers.into_iter().flatten() {
-        unsafe {
-            libc::kill(p.id() as i32, libc::SIGTERM);
-        }
-        assert!(p.wait().unwrap().success(), "a member did not stop cleanly");
+    for p in workers.into_iter().flatten() {
+        p.terminate_cleanly();
     }
     c.assert_exact();
     c.cleanup();

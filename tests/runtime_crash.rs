@@ -30,8 +30,7 @@ fn crash_rounds(guarantee: &str) -> CopyReport {
     let feeder = Feeder::start(&b, &input, 4, RECORDS, 20_000);
     let started = Instant::now();
 
-    let spawn =
-        |instance: &str| CopierProcess::spawn(&b, &group, &input, &output, guarantee, instance);
+    let spawn = |instance: &str| spawn_copier(&b, &group, &input, &output, guarantee, instance);
     let mut workers = [Some(spawn("w0")), Some(spawn("w1"))];
     let mut kills = 0;
     while started.elapsed() < Duration::from_secs(10) || kills < 4 {
@@ -49,14 +48,7 @@ fn crash_rounds(guarantee: &str) -> CopyReport {
     eprintln!("{guarantee}: {kills} SIGKILLs in {:?}", started.elapsed());
     wait_until_committed(&b, &group, &input, Duration::from_secs(180));
     for w in workers.iter_mut() {
-        let w = w.take().unwrap();
-        let log = w.log.clone();
-        let status = w.terminate();
-        assert!(
-            status.success(),
-            "a worker did not stop cleanly on SIGTERM ({status}); log: {}",
-            log.display()
-        );
+        w.take().unwrap().terminate_cleanly();
     }
     let report = compare_copy(&b, &input, &output);
     eprintln!("{guarantee}: {report:?}");

@@ -320,12 +320,9 @@ fn a_crash_between_commit_and_state_apply_replays_only_the_missing_cycle() {
     let _ = delete_topic(&f.b, &[&changelog]);
 }
 
-fn keyed_sum_member(f: &Fixture, dir: &Path, instance: Option<&str>) -> std::process::Child {
-    keyed_sum_command(f, dir, instance, 500)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn custom_operator")
+fn keyed_sum_member(f: &Fixture, dir: &Path, instance: Option<&str>) -> LoggedProcess {
+    let name = format!("{}-{}", f.group, dir.file_name().unwrap().to_string_lossy());
+    LoggedProcess::spawn(keyed_sum_command(f, dir, instance, 500), &name)
 }
 
 #[test]
@@ -337,15 +334,14 @@ fn sigkill_rounds_with_rebalances_keep_state_and_output_exact() {
         Some(keyed_sum_member(&f, &dirs[0], Some("w0"))),
         Some(keyed_sum_member(&f, &dirs[1], Some("w1"))),
     ];
-    let mut floater: Option<std::process::Child> = None;
+    let mut floater: Option<LoggedProcess> = None;
     for round in 0..8 {
         f.send(2_500);
         // A random moment inside or between commits.
         std::thread::sleep(Duration::from_millis(200 + rng.below(1_500)));
         let victim = rng.below(2) as usize;
-        if let Some(mut m) = members[victim].take() {
-            let _ = m.kill();
-            let _ = m.wait();
+        if let Some(m) = members[victim].take() {
+            m.kill();
         }
         members[victim] = Some(keyed_sum_member(
             &f,
@@ -355,38 +351,23 @@ fn sigkill_rounds_with_rebalances_keep_state_and_output_exact() {
         // A third member without static membership joins and leaves: real rebalances.
         match floater.take() {
             None => floater = Some(keyed_sum_member(&f, &dirs[2], None)),
-            Some(mut fl) if round % 3 == 2 => {
-                let _ = fl.kill();
-                let _ = fl.wait();
-            }
-            Some(fl) => {
-                unsafe {
-                    libc::kill(fl.id() as i32, libc::SIGTERM);
-                }
-                let mut fl = fl;
-                let _ = fl.wait();
-            }
+            Some(fl) if round % 3 == 2 => fl.kill(),
+            Some(fl) => fl.terminate_cleanly(),
         }
     }
     common::copy_check::wait_until_committed(&f.b, &f.group, &f.input, Duration::from_secs(180));
-    for mut m in members.into_iter().flatten().chain(floater) {
-        unsafe {
-            libc::kill(m.id() as i32, libc::SIGTERM);
-        }
-        let _ = m.wait();
+    for m in members.into_iter().flatten().chain(floater) {
+        m.terminate_cleanly();
     }
     f.assert_output_exact();
     // A fresh worker rebuilds the whole state from the changelog: it must be exact.
     let fresh = f.state_dir("fresh");
-    let mut p = keyed_sum_member(&f, &fresh, None);
+    let p = keyed_sum_member(&f, &fresh, None);
     // Tasks start on their first record: a few more records make the fresh worker open
     // (and so restore) the state of every partition.
     f.send(40);
     common::copy_check::wait_until_committed(&f.b, &f.group, &f.input, Duration::from_secs(120));
-    unsafe {
-        libc::kill(p.id() as i32, libc::SIGTERM);
-    }
-    assert!(p.wait().unwrap().success());
+    p.terminate_cleanly();
     let sums: BTreeMap<String, i64> =
         read_committed_state(&fresh, &f.group, "keyed-sum", "sums").unwrap();
     let want: BTreeMap<String, i64> = f.sent.iter().map(|(k, n)| (k.clone(), *n as i64)).collect();

@@ -3,7 +3,7 @@
 use super::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -170,70 +170,35 @@ pub fn copier_binary() -> PathBuf {
     bin
 }
 
-/// One copier worker process.
-pub struct CopierProcess {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl CopierProcess {
-    pub fn spawn(
-        brokers: &str,
-        group: &str,
-        input: &str,
-        output: &str,
-        guarantee: &str,
-        instance: &str,
-    ) -> Self {
-        let dir = std::env::temp_dir().join("exactly-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join(format!("{group}-{instance}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(copier_binary())
-            .args([
-                "--brokers",
-                brokers,
-                "--group",
-                group,
-                "--input",
-                input,
-                "--output",
-                output,
-            ])
-            .args([
-                "--guarantee",
-                guarantee,
-                "--instance-id",
-                instance,
-                "--session-timeout-ms",
-                "6000",
-            ])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("spawn copier");
-        CopierProcess { child, log }
-    }
-
-    /// SIGKILL: no commit, no leave.
-    pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait: the copier commits and exits 0.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        self.child.wait().unwrap()
-    }
+/// Starts one copier worker (`--instance-id instance`) logging to a file named after the group.
+pub fn spawn_copier(
+    brokers: &str,
+    group: &str,
+    input: &str,
+    output: &str,
+    guarantee: &str,
+    instance: &str,
+) -> LoggedProcess {
+    let mut cmd = Command::new(copier_binary());
+    cmd.args([
+        "--brokers",
+        brokers,
+        "--group",
+        group,
+        "--input",
+        input,
+        "--output",
+        output,
+    ])
+    .args([
+        "--guarantee",
+        guarantee,
+        "--instance-id",
+        instance,
+        "--session-timeout-ms",
+        "6000",
+    ]);
+    LoggedProcess::spawn(cmd, &format!("{group}-{instance}"))
 }
 
 /// A tiny deterministic random source (xorshift), seeded and printed by each test.

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod copy_check;
+pub mod process;
+
+pub use process::LoggedProcess;
 
 pub use exactly::testkit::*;
 use rdkafka::producer::BaseProducer;

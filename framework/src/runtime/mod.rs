@@ -70,7 +70,8 @@ impl Runtime {
     /// # Errors
     /// As [`Runtime::spawn`] and [`Worker::wait`].
     pub async fn run(self, pipeline: Pipeline) -> Result<()> {
-        self.run_until(pipeline, shutdown_signal()).await
+        let shutdown = shutdown_signal();
+        self.run_until(pipeline, shutdown).await
     }
 
     /// Runs one worker until `shutdown` completes (or the worker fails).
@@ -87,25 +88,35 @@ impl Runtime {
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this function is called, not when the future is first
+/// polled: a signal that arrives while the worker is still starting is not lost (and does
+/// not kill the process with the default action). Call it from within a Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
