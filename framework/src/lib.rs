@@ -44,7 +44,7 @@ pub mod testing;
 pub use codec::{Codec, Serde};
 pub use config::{Assignment, Config, Guarantee};
 pub use error::{Action, Error, KafkaOp, Result};
-pub use operator::{Collector, Context, Operator};
+pub use operator::{Collector, Context, Operator, SideRecord};
 pub use pipeline::{Pipeline, Stream};
 pub use record::{Header, Origin, Record, TaskId};
 pub use runtime::{Runtime, Stats, StatsSnapshot, Worker};

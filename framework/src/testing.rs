@@ -24,7 +24,7 @@
 //! ```
 
 use crate::error::Result;
-use crate::operator::{Collector, Context, Operator};
+use crate::operator::{Collector, Context, Operator, SideRecord};
 use crate::record::{Origin, Record, TaskId};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -78,10 +78,28 @@ impl<K, V, O: Operator<K, V>> Harness<K, V, O> {
     /// # Errors
     /// The operator's error.
     pub fn push(&mut self, key: Option<K>, value: V) -> Result<()> {
+        self.push_with_timestamp(key, value, None)
+    }
+
+    /// Processes a record with this key, value and timestamp (ms since the epoch): the
+    /// event time of windows.
+    ///
+    /// # Errors
+    /// The operator's error.
+    pub fn push_at(&mut self, key: Option<K>, value: V, timestamp: i64) -> Result<()> {
+        self.push_with_timestamp(key, value, Some(timestamp))
+    }
+
+    fn push_with_timestamp(
+        &mut self,
+        key: Option<K>,
+        value: V,
+        timestamp: Option<i64>,
+    ) -> Result<()> {
         let record = Record {
             key,
             value,
-            timestamp: None,
+            timestamp,
             headers: Vec::new(),
             origin: Origin {
                 topic: self.ctx.task().topic.clone(),
@@ -131,6 +149,11 @@ impl<K, V, O: Operator<K, V>> Harness<K, V, O> {
         O::OutValue: Clone,
     {
         self.out.0.iter().map(|r| r.value.clone()).collect()
+    }
+
+    /// The records the operator wrote to side topics ([`Context::emit_to`]).
+    pub fn side_records(&self) -> &[SideRecord] {
+        self.ctx.side_records()
     }
 
     /// The operator, to inspect its fields.

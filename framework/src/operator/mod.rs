@@ -4,8 +4,10 @@
 //! nothing. The runtime makes one instance per task (input partition), so an operator's
 //! fields are naturally per-partition.
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::record::{Record, TaskId};
+use crate::sink::Sink;
 use crate::state::changelog::StateEnv;
 use crate::state::keyed::{Committed, StateCell};
 use crate::state::{Checkpoint, KeyedState, StateDescriptor};
@@ -32,6 +34,19 @@ pub struct Context {
     env: Option<Arc<StateEnv>>,
     start_offset: i64,
     states: Vec<(String, Arc<Mutex<StateCell>>)>,
+    side: Vec<SideRecord>,
+}
+
+/// A record an operator wrote to a side topic with [`Context::emit_to`] under the test
+/// harness (no Kafka): the topic and the encoded key and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideRecord {
+    /// The topic.
+    pub topic: String,
+    /// The encoded key.
+    pub key: Option<Vec<u8>>,
+    /// The encoded value.
+    pub value: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -56,6 +71,7 @@ impl Context {
             env: None,
             start_offset: 0,
             states: Vec::new(),
+            side: Vec::new(),
         }
     }
 
@@ -72,6 +88,7 @@ impl Context {
             env: Some(env),
             start_offset,
             states: Vec::new(),
+            side: Vec::new(),
         }
     }
 
@@ -155,6 +172,50 @@ impl Context {
             c.abort();
             Ok(())
         });
+    }
+
+    /// Writes `record` to `sink`'s topic in the open transaction, beside the pipeline's
+    /// output: a side output (records routed elsewhere by a branch, late records of a
+    /// window). The topic must exist; declare it with
+    /// [`Stream::writes_to`](crate::Stream::writes_to) so the worker checks it at start.
+    /// Under the test harness the encoded record is kept in [`Context::side_records`].
+    ///
+    /// # Errors
+    /// [`Error::Encode`] when the codecs fail; a produce error.
+    pub fn emit_to<K: 'static, V: 'static>(
+        &mut self,
+        sink: &Sink<K, V>,
+        record: Record<K, V>,
+    ) -> Result<()> {
+        match &self.env {
+            Some(env) => {
+                let topic = sink.resolve(&env.config.application_id);
+                let encoded = sink.encode(&topic, &record)?;
+                env.output.send_encoded(&topic, encoded)
+            }
+            None => {
+                let topic = sink.resolve("test");
+                let encoded = sink.encode(&topic, &record)?;
+                self.side.push(SideRecord {
+                    topic,
+                    key: encoded.key.map(|k| k.into_owned()),
+                    value: encoded.value.map(|v| v.into_owned()),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// The records written with [`emit_to`](Self::emit_to) so far under the test harness
+    /// (always empty in a worker, where they went to Kafka).
+    pub fn side_records(&self) -> &[SideRecord] {
+        &self.side
+    }
+
+    /// The worker's configuration (`None` under the test harness): the brokers, the
+    /// application id, the guarantee.
+    pub fn config(&self) -> Option<&Config> {
+        self.env.as_ref().map(|e| &e.config)
     }
 
     /// The task (input partition) this instance serves.

@@ -98,6 +98,8 @@ pub struct Pipeline {
     pub(crate) stages: Vec<Stage>,
     pub(crate) output: String,
     pub(crate) operators: Vec<String>,
+    /// Topics operators write with `Context::emit_to` (checked at start).
+    pub(crate) side_topics: Vec<String>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -109,6 +111,7 @@ impl std::fmt::Debug for Pipeline {
             )
             .field("operators", &self.operators)
             .field("output", &self.output)
+            .field("side_topics", &self.side_topics)
             .finish()
     }
 }
@@ -130,6 +133,7 @@ impl Pipeline {
     ) -> Stream<K, V> {
         Stream::source(
             TopicName::External(topic.into()),
+            Vec::new(),
             Vec::new(),
             Vec::new(),
             key,
@@ -167,6 +171,11 @@ impl Pipeline {
     pub fn output_topic(&self) -> &str {
         &self.output
     }
+
+    /// The side topics declared with [`Stream::writes_to`].
+    pub fn side_topics(&self) -> &[String] {
+        &self.side_topics
+    }
 }
 
 /// A pipeline under construction whose records are `Record<K, V>` at this point.
@@ -174,6 +183,7 @@ pub struct Stream<K, V> {
     input: TopicName,
     earlier: Vec<Stage>,
     operators: Vec<String>,
+    side_topics: Vec<String>,
     build: Arc<BuildChain<K, V>>,
     _types: PhantomData<fn() -> (K, V)>,
 }
@@ -183,6 +193,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         input: TopicName,
         earlier: Vec<Stage>,
         operators: Vec<String>,
+        side_topics: Vec<String>,
         key: impl Codec<K>,
         value: impl Codec<V>,
     ) -> Self {
@@ -192,6 +203,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             input,
             earlier,
             operators,
+            side_topics,
             build: Arc::new(move |task, next| {
                 Box::new(SourceNode {
                     topic: task.id.topic.clone(),
@@ -234,7 +246,14 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         let mut operators = self.operators.clone();
         operators.push(name);
         let finished = self.to(sink);
-        Stream::source(internal, finished.stages, operators, key, value)
+        Stream::source(
+            internal,
+            finished.stages,
+            operators,
+            finished.side_topics,
+            key,
+            value,
+        )
     }
 
     /// Adds an operator. `factory` makes one instance per task (input partition); `name`
@@ -260,6 +279,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             input: self.input,
             earlier: self.earlier,
             operators,
+            side_topics: self.side_topics,
             build: Arc::new(move |task, next| {
                 let node: OperatorNode<O, K, V> = OperatorNode {
                     op: factory(),
@@ -304,6 +324,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             stages,
             output,
             operators: self.operators,
+            side_topics: self.side_topics,
         }
     }
 
@@ -315,6 +336,17 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         value: impl Codec<V>,
     ) -> Pipeline {
         self.to(Sink::topic(topic, key, value))
+    }
+
+    /// Declares `topic` as a side output that operators write with
+    /// [`Context::emit_to`](crate::Context::emit_to) (a branch, late window records): the
+    /// worker checks at start that it exists, as it does for the output topic.
+    pub fn writes_to(mut self, topic: impl Into<String>) -> Self {
+        let topic = topic.into();
+        if !self.side_topics.contains(&topic) {
+            self.side_topics.push(topic);
+        }
+        self
     }
 
     /// The names of the operators added so far, in order.

@@ -322,7 +322,15 @@ pub(crate) fn run_worker(
         &pipeline.output,
         metadata_timeout,
     )?;
-    tracing::info!(?topics, inputs, output = %pipeline.output, outputs, guarantee = ?config.guarantee, "worker starting");
+    for side in &pipeline.side_topics {
+        source::partition_count(
+            output.producer.client(),
+            &config.brokers,
+            side,
+            metadata_timeout,
+        )?;
+    }
+    tracing::info!(?topics, inputs, output = %pipeline.output, outputs, side_topics = ?pipeline.side_topics, guarantee = ?config.guarantee, "worker starting");
     if config.guarantee == Guarantee::ExactlyOnce {
         let p = &output.producer;
         crate::commit::with_retries(config.max_retries, KafkaOp::InitTransactions, || {

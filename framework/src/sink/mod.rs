@@ -14,6 +14,7 @@ use rdkafka::message::{Header as KHeader, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,13 @@ impl<K, V> Sink<K, V> {
             key: Arc::new(key),
             value: Arc::new(value),
             partitioning: Partitioning::ByKey,
+        }
+    }
+
+    /// The topic's name as given (internal topics without the application id prefix).
+    pub fn topic_name(&self) -> &str {
+        match &self.topic {
+            crate::pipeline::TopicName::External(t) | crate::pipeline::TopicName::Internal(t) => t,
         }
     }
 
@@ -149,19 +157,28 @@ pub(crate) struct SinkNode<K, V> {
     pub(crate) output: Arc<OutputProducer>,
 }
 
-impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
-    fn push(&mut self, r: Record<K, V>) -> Result<()> {
-        let sink = &*self.sink;
+/// One record encoded for its topic.
+pub(crate) struct Encoded<'a> {
+    pub(crate) key: Option<Cow<'a, [u8]>>,
+    pub(crate) value: Option<Cow<'a, [u8]>>,
+    pub(crate) headers: Option<OwnedHeaders>,
+    pub(crate) partition: Option<i32>,
+    pub(crate) timestamp: Option<i64>,
+}
+
+impl<K: 'static, V: 'static> Sink<K, V> {
+    /// Encodes `r` for this sink (`topic` is the resolved name, for errors).
+    pub(crate) fn encode<'a>(&self, topic: &str, r: &'a Record<K, V>) -> Result<Encoded<'a>> {
         let encode_error = |part: &'static str, message: String| Error::Encode {
             part,
-            topic: self.topic.clone(),
+            topic: topic.to_string(),
             message,
         };
         let key = match &r.key {
             None => None,
-            Some(k) => sink.key.encode(k).map_err(|e| encode_error("key", e))?,
+            Some(k) => self.key.encode(k).map_err(|e| encode_error("key", e))?,
         };
-        let value = sink
+        let value = self
             .value
             .encode(&r.value)
             .map_err(|e| encode_error("value", e))?;
@@ -177,18 +194,43 @@ impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
             }
             Some(hs)
         };
-        let partition = match sink.partitioning {
+        let partition = match self.partitioning {
             Partitioning::ByKey => None,
             Partitioning::SameAsInput => Some(r.origin.partition),
         };
-        self.output.send(
-            &self.topic,
-            partition,
-            key.as_deref(),
-            value.as_deref(),
-            r.timestamp,
+        Ok(Encoded {
+            key,
+            value,
             headers,
+            partition,
+            timestamp: r.timestamp,
+        })
+    }
+
+    /// The topic's name for `application_id` (internal topics are prefixed with it).
+    pub(crate) fn resolve(&self, application_id: &str) -> String {
+        self.topic.resolve(application_id)
+    }
+}
+
+impl OutputProducer {
+    /// Sends an encoded record to `topic`.
+    pub(crate) fn send_encoded(&self, topic: &str, e: Encoded<'_>) -> Result<()> {
+        self.send(
+            topic,
+            e.partition,
+            e.key.as_deref(),
+            e.value.as_deref(),
+            e.timestamp,
+            e.headers,
         )
+    }
+}
+
+impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
+    fn push(&mut self, r: Record<K, V>) -> Result<()> {
+        let encoded = self.sink.encode(&self.topic, &r)?;
+        self.output.send_encoded(&self.topic, encoded)
     }
     fn barrier(&mut self) -> Result<()> {
         Ok(())

@@ -60,6 +60,21 @@ impl StateCell {
         }
     }
 
+    /// Every (key, value) as this cycle sees it, in encoded-key order.
+    fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut all: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = match &self.committed {
+            Committed::Sled(tree) => store::scan(tree)?.into_iter().collect(),
+            Committed::Memory(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        for (k, v) in &self.overlay {
+            match v {
+                Some(v) => all.insert(k.clone(), v.clone()),
+                None => all.remove(k),
+            };
+        }
+        Ok(all.into_iter().collect())
+    }
+
     /// Step 2: the last value of every dirty key to the changelog, in the open transaction.
     pub(crate) fn barrier(&mut self) -> Result<()> {
         if let Some((env, topic, partition)) = &self.changelog {
@@ -130,6 +145,15 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> KeyedState<K, V> {
         })
     }
 
+    fn decode<T: DeserializeOwned>(&self, what: &'static str, bytes: &[u8]) -> Result<T> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map(|(t, _)| t)
+            .map_err(|e| Error::State {
+                op: what,
+                message: format!("state `{}`: {e}", self.name),
+            })
+    }
+
     /// The value of `key`, if any.
     ///
     /// # Errors
@@ -138,13 +162,31 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> KeyedState<K, V> {
         let k = self.encode("encode key", key)?;
         match self.cell().get(&k)? {
             None => Ok(None),
-            Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-                .map(|(v, _)| Some(v))
-                .map_err(|e| Error::State {
-                    op: "decode value",
-                    message: format!("state `{}`: {e}", self.name),
-                }),
+            Some(bytes) => self.decode("decode value", &bytes).map(Some),
         }
+    }
+
+    /// Every (key, value) of this task's state, this cycle's writes included, ordered by
+    /// the keys' encoded bytes. Reads the whole state: meant for operators that must visit
+    /// their keys now and then (closing windows, expiring entries) or rebuild an index after
+    /// [`Operator::on_assign`](crate::Operator::on_assign) and
+    /// [`on_abort`](crate::Operator::on_abort).
+    ///
+    /// # Errors
+    /// [`Error::State`] when the store fails or a key or value does not decode.
+    pub fn entries(&self) -> Result<Vec<(K, V)>>
+    where
+        K: DeserializeOwned,
+    {
+        let raw = self.cell().entries()?;
+        raw.iter()
+            .map(|(k, v)| {
+                Ok((
+                    self.decode("decode key", k)?,
+                    self.decode("decode value", v)?,
+                ))
+            })
+            .collect()
     }
 
     /// Sets the value of `key`.

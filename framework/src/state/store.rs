@@ -60,6 +60,16 @@ pub(crate) fn get(tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>> {
         .map(|v| v.to_vec()))
 }
 
+/// Every committed (key, value) of the tree, user keys only, in key order.
+pub(crate) fn scan(tree: &sled::Tree) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    tree.scan_prefix([DATA_PREFIX])
+        .map(|kv| {
+            let (k, v) = kv.map_err(sled_error("scan"))?;
+            Ok((k[1..].to_vec(), v.to_vec()))
+        })
+        .collect()
+}
+
 /// The tree's checkpoint, if any.
 ///
 /// # Errors
