@@ -138,6 +138,11 @@ impl<K, V, O: Operator<K, V>> Harness<K, V, O> {
         self.op.on_abort(&mut self.ctx);
     }
 
+    /// The records emitted so far.
+    pub fn output(&self) -> &[Record<O::OutKey, O::OutValue>] {
+        &self.out.0
+    }
+
     /// Takes the records emitted so far.
     pub fn take_output(&mut self) -> Vec<Record<O::OutKey, O::OutValue>> {
         std::mem::take(&mut self.out.0)

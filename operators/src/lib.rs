@@ -19,16 +19,29 @@
 
 #![warn(missing_docs)]
 
+mod aggregate;
+mod branch;
 mod count;
+mod dedup;
 mod filter;
+mod filter_map;
 mod flat_map;
+mod inspect;
 mod key_by;
 mod map;
 mod stream_ext;
+mod stream_time;
+mod window;
 
+pub use aggregate::{Aggregate, Reduce};
+pub use branch::Branch;
 pub use count::Count;
+pub use dedup::Dedup;
 pub use filter::Filter;
+pub use filter_map::FilterMap;
 pub use flat_map::FlatMap;
+pub use inspect::Inspect;
 pub use key_by::MapKey;
 pub use map::Map;
 pub use stream_ext::StreamExt;
+pub use window::{Session, Time, WindowAggregate, Windowed, Windows};

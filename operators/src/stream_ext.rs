@@ -1,14 +1,42 @@
 //! Chaining methods on [`Stream`] for the operators of this crate.
 
-use crate::{Count, Filter, FlatMap, Map, MapKey};
-use exactly_framework::Stream;
-use exactly_framework::{Codec, Record};
+use crate::window::{Session, Time, WindowAggregate, Windowed, Windows};
+use crate::Reduce;
+use crate::{Aggregate, Branch, Count, Dedup, Filter, FilterMap, FlatMap, Inspect, Map, MapKey};
+use exactly_framework::{Codec, Record, Sink, Stream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Adds `map`, `filter` and `flat_map` to [`Stream`]. Each call names its operator
-/// `map-N`, `filter-N`, ... after its position; use [`Stream::apply`] to choose a name.
+/// Chaining methods for every operator of this crate on [`Stream`]. Stateless ones name
+/// their operator `map-N`, `filter-N`, ... after its position (use [`Stream::apply`] to
+/// choose a name); stateful ones take a name, which names their state and changelog.
+///
+/// ```
+/// use exactly_framework::{Pipeline, Record, Serde, Sink};
+/// use exactly_operators::{StreamExt, Windows};
+/// use std::time::Duration;
+///
+/// // Sensor readings "sensor-id,celsius": drop malformed ones, alert on extremes, ignore
+/// // repeats within a second, then the maximum per sensor and minute.
+/// let pipeline = Pipeline::from_topic_with_key("readings", Serde::string(), Serde::string())
+///     .filter_map(|line: String| line.split(',').nth(1)?.trim().parse::<f64>().ok())
+///     .branch(
+///         "extremes",
+///         |r: &Record<String, f64>| r.value > 90.0,
+///         Sink::topic("alerts", Serde::string(), Serde::json()),
+///     )
+///     .dedup("repeats", Duration::from_secs(1))
+///     .window_aggregate(
+///         "max-per-minute",
+///         Windows::tumbling(Duration::from_secs(60)).out_of_orderness(Duration::from_secs(5)),
+///         || f64::MIN,
+///         f64::max,
+///     )
+///     .to_topic("maxima", Serde::json(), Serde::json());
+/// assert_eq!(pipeline.side_topics(), ["alerts"]);
+/// ```
 pub trait StreamExt<K, V>: Sized {
     /// Replaces each value with `f(value)`. See [`Map`].
     fn map<V2, F>(self, f: F) -> Stream<K, V2>
@@ -57,6 +85,103 @@ pub trait StreamExt<K, V>: Sized {
     fn count(self, name: &str) -> Stream<K, u64>
     where
         K: Serialize + DeserializeOwned + Clone;
+
+    /// Emits `f(value)` when it is `Some`, drops the record otherwise. See [`FilterMap`].
+    fn filter_map<V2, F>(self, f: F) -> Stream<K, V2>
+    where
+        V2: Send + 'static,
+        F: Fn(V) -> Option<V2> + Send + Sync + 'static;
+
+    /// Calls `f(&record)` for each record and passes it on. See [`Inspect`].
+    fn inspect<F>(self, f: F) -> Stream<K, V>
+    where
+        F: Fn(&Record<K, V>) + Send + Sync + 'static;
+
+    /// Sends the records matching `predicate` to `sink`'s topic, in the same transaction;
+    /// the rest continue. The topic must exist (checked at start). See [`Branch`].
+    fn branch<F>(self, name: &str, predicate: F, sink: Sink<K, V>) -> Stream<K, V>
+    where
+        F: Fn(&Record<K, V>) -> bool + Send + Sync + 'static;
+
+    /// Combines each key's values with `f(previous, value)`, emitting the result. State
+    /// `reduced`. See [`Reduce`].
+    fn reduce<F>(self, name: &str, f: F) -> Stream<K, V>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Serialize + DeserializeOwned + Clone,
+        F: Fn(V, V) -> V + Send + Sync + 'static;
+
+    /// Folds each key's values into `fold(acc, value)` from `init()`, emitting the
+    /// accumulator. State `aggregates`. See [`Aggregate`].
+    fn aggregate<A, I, F>(self, name: &str, init: I, fold: F) -> Stream<K, A>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        A: Serialize + DeserializeOwned + Clone + Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(A, V) -> A + Send + Sync + 'static;
+
+    /// Drops a record when its key was let through less than `horizon` earlier (stream
+    /// time). See [`Dedup`].
+    fn dedup(self, name: &str, horizon: Duration) -> Stream<K, V>
+    where
+        K: Serialize + DeserializeOwned;
+
+    /// Folds each key's values per tumbling or hopping window; emits
+    /// `(Windowed<K>, acc)` when a window closes. See [`Windows`] and [`WindowAggregate`].
+    fn window_aggregate<A, I, F>(
+        self,
+        name: &str,
+        windows: Windows<K, V, Time>,
+        init: I,
+        fold: F,
+    ) -> Stream<Windowed<K>, A>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Clone,
+        A: Serialize + DeserializeOwned + Clone + Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(A, V) -> A + Send + Sync + 'static;
+
+    /// Counts each key's records per tumbling or hopping window.
+    fn window_count(self, name: &str, windows: Windows<K, V, Time>) -> Stream<Windowed<K>, u64>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Clone;
+
+    /// Folds each key's values per session; `merge` combines two sessions' accumulators
+    /// when a record bridges them.
+    fn session_aggregate<A, I, F, M>(
+        self,
+        name: &str,
+        windows: Windows<K, V, Session>,
+        init: I,
+        fold: F,
+        merge: M,
+    ) -> Stream<Windowed<K>, A>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Clone,
+        A: Serialize + DeserializeOwned + Clone + Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(A, V) -> A + Send + Sync + 'static,
+        M: Fn(A, A) -> A + Send + Sync + 'static;
+
+    /// Counts each key's records per session.
+    fn session_count(self, name: &str, windows: Windows<K, V, Session>) -> Stream<Windowed<K>, u64>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Clone;
+}
+
+/// Declares the late-records topic of `windows`, if any.
+fn declare_late<K: Send + 'static, V: Send + 'static, Kind>(
+    stream: Stream<K, V>,
+    windows: &Windows<K, V, Kind>,
+) -> Stream<K, V> {
+    match windows.late_topic() {
+        Some(topic) => stream.writes_to(topic),
+        None => stream,
+    }
 }
 
 fn auto_name<K: Send + 'static, V: Send + 'static>(stream: &Stream<K, V>, kind: &str) -> String {
@@ -128,5 +253,125 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
             move || MapKey(f.clone())
         })
         .repartition(name, key, value)
+    }
+    fn filter_map<V2, F>(self, f: F) -> Stream<K, V2>
+    where
+        V2: Send + 'static,
+        F: Fn(V) -> Option<V2> + Send + Sync + 'static,
+    {
+        let name = auto_name(&self, "filter_map");
+        let f = Arc::new(f);
+        self.apply(name, move || FilterMap(f.clone()))
+    }
+
+    fn inspect<F>(self, f: F) -> Stream<K, V>
+    where
+        F: Fn(&Record<K, V>) + Send + Sync + 'static,
+    {
+        let name = auto_name(&self, "inspect");
+        let f = Arc::new(f);
+        self.apply(name, move || Inspect(f.clone()))
+    }
+
+    fn branch<F>(self, name: &str, predicate: F, sink: Sink<K, V>) -> Stream<K, V>
+    where
+        F: Fn(&Record<K, V>) -> bool + Send + Sync + 'static,
+    {
+        let (predicate, sink) = (Arc::new(predicate), Arc::new(sink));
+        self.writes_to(sink.topic_name())
+            .apply(name, move || Branch {
+                predicate: predicate.clone(),
+                sink: sink.clone(),
+            })
+    }
+
+    fn reduce<F>(self, name: &str, f: F) -> Stream<K, V>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Serialize + DeserializeOwned + Clone,
+        F: Fn(V, V) -> V + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.apply(name, move || Reduce::new(f.clone()))
+    }
+
+    fn aggregate<A, I, F>(self, name: &str, init: I, fold: F) -> Stream<K, A>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        A: Serialize + DeserializeOwned + Clone + Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(A, V) -> A + Send + Sync + 'static,
+    {
+        let (init, fold) = (Arc::new(init), Arc::new(fold));
+        self.apply(name, move || Aggregate::new(init.clone(), fold.clone()))
+    }
+
+    fn dedup(self, name: &str, horizon: Duration) -> Stream<K, V>
+    where
+        K: Serialize + DeserializeOwned,
+    {
+        let horizon = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+        self.apply(name, move || Dedup::new(horizon))
+    }
+
+    fn window_aggregate<A, I, F>(
+        self,
+        name: &str,
+        windows: Windows<K, V, Time>,
+        init: I,
+        fold: F,
+    ) -> Stream<Windowed<K>, A>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Clone,
+        A: Serialize + DeserializeOwned + Clone + Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(A, V) -> A + Send + Sync + 'static,
+    {
+        let (init, fold) = (Arc::new(init), Arc::new(fold));
+        declare_late(self, &windows).apply(name, move || {
+            WindowAggregate::new(windows.clone(), init.clone(), fold.clone())
+        })
+    }
+
+    fn window_count(self, name: &str, windows: Windows<K, V, Time>) -> Stream<Windowed<K>, u64>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Clone,
+    {
+        self.window_aggregate(name, windows, || 0u64, |n, _| n + 1)
+    }
+
+    fn session_aggregate<A, I, F, M>(
+        self,
+        name: &str,
+        windows: Windows<K, V, Session>,
+        init: I,
+        fold: F,
+        merge: M,
+    ) -> Stream<Windowed<K>, A>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Clone,
+        A: Serialize + DeserializeOwned + Clone + Send + 'static,
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(A, V) -> A + Send + Sync + 'static,
+        M: Fn(A, A) -> A + Send + Sync + 'static,
+    {
+        let (init, fold, merge) = (Arc::new(init), Arc::new(fold), Arc::new(merge));
+        declare_late(self, &windows).apply(name, move || {
+            let merge = merge.clone();
+            WindowAggregate::sessions(windows.clone(), init.clone(), fold.clone(), move |a, b| {
+                merge(a, b)
+            })
+        })
+    }
+
+    fn session_count(self, name: &str, windows: Windows<K, V, Session>) -> Stream<Windowed<K>, u64>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Clone,
+    {
+        self.session_aggregate(name, windows, || 0u64, |n, _| n + 1, |a, b| a + b)
     }
 }

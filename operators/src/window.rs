@@ -1,0 +1,532 @@
+//! Event-time windows: tumbling, hopping and session windows over keyed aggregates, with
+//! watermarks, allowed lateness and late records counted or sent to a side topic.
+//!
+//! # Time
+//! Each task keeps a *stream time*: the largest record timestamp it has seen (committed
+//! with the task's state, so replays and restores decide as the first run did). The
+//! *watermark* is stream time minus the bounded out-of-orderness. A window `[start, end)`
+//! closes when the watermark reaches `end + allowed lateness`: its final result is emitted
+//! and its state deleted. A record is *late* when every window it belongs to has closed: it
+//! is counted (`exactly_window_late_records_total{operator}`) and, if configured, written to
+//! a side topic in the same transaction. A record without a timestamp counts at the stream
+//! time.
+//!
+//! Stream time only moves with records: a task whose partition receives nothing closes
+//! nothing (as in Kafka Streams). With a repartition before the window, each partition
+//! mixes records from every upstream task: size the out-of-orderness for that.
+
+use crate::stream_time::StreamTime;
+use exactly_framework::{
+    Collector, Context, Error, KeyedState, Operator, Record, Result, Sink, StateDescriptor,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The key of a window result: the record key and the window's bounds (ms since the
+/// epoch). Time windows are `[start, end)`; a session's `end` is its last record's
+/// timestamp (inclusive).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Windowed<K> {
+    /// The record key (`None` for records without a key).
+    pub key: Option<K>,
+    /// Window start, ms.
+    pub start: i64,
+    /// Window end, ms.
+    pub end: i64,
+}
+
+/// Marks [`Windows`] of fixed size: tumbling or hopping.
+#[derive(Debug, Clone, Copy)]
+pub struct Time;
+/// Marks session [`Windows`]: activity separated by gaps.
+#[derive(Debug, Clone, Copy)]
+pub struct Session;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Fixed { size: i64, advance: i64 },
+    Session { gap: i64 },
+}
+
+/// How records are grouped in time, and when results are final.
+///
+/// ```
+/// use exactly_operators::Windows;
+/// use std::time::Duration;
+///
+/// let w: Windows<String, String, _> = Windows::tumbling(Duration::from_secs(60))
+///     .out_of_orderness(Duration::from_secs(5))   // watermark = stream time - 5 s
+///     .allowed_lateness(Duration::from_secs(30))  // keep windows open 30 s more
+///     .emit_updates();                            // also emit every intermediate value
+/// ```
+pub struct Windows<K, V, Kind = Time> {
+    shape: Shape,
+    out_of_orderness: i64,
+    lateness: i64,
+    emit_updates: bool,
+    late: Option<Arc<Sink<K, V>>>,
+    _kind: PhantomData<fn() -> Kind>,
+}
+
+impl<K, V, Kind> Clone for Windows<K, V, Kind> {
+    fn clone(&self) -> Self {
+        Windows {
+            shape: self.shape,
+            out_of_orderness: self.out_of_orderness,
+            lateness: self.lateness,
+            emit_updates: self.emit_updates,
+            late: self.late.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl<K, V> Windows<K, V, Time> {
+    /// Adjacent windows of `size`: each record belongs to exactly one.
+    ///
+    /// # Panics
+    /// When `size` is under a millisecond.
+    pub fn tumbling(size: Duration) -> Self {
+        Self::hopping(size, size)
+    }
+
+    /// Windows of `size` starting every `advance`: each record belongs to
+    /// `size / advance` of them.
+    ///
+    /// # Panics
+    /// When `size` or `advance` is under a millisecond, or `advance` exceeds `size`.
+    pub fn hopping(size: Duration, advance: Duration) -> Self {
+        let (size, advance) = (ms(size), ms(advance));
+        assert!(
+            size >= 1 && advance >= 1 && advance <= size,
+            "windows need 1 ms <= advance <= size (got size {size} ms, advance {advance} ms)"
+        );
+        Self::new(Shape::Fixed { size, advance })
+    }
+}
+
+impl<K, V> Windows<K, V, Session> {
+    /// Sessions: records of a key less than `gap` apart belong to one window.
+    ///
+    /// # Panics
+    /// When `gap` is under a millisecond.
+    pub fn session(gap: Duration) -> Self {
+        let gap = ms(gap);
+        assert!(gap >= 1, "a session gap must be at least 1 ms");
+        Self::new(Shape::Session { gap })
+    }
+}
+
+impl<K, V, Kind> Windows<K, V, Kind> {
+    fn new(shape: Shape) -> Self {
+        Windows {
+            shape,
+            out_of_orderness: 0,
+            lateness: 0,
+            emit_updates: false,
+            late: None,
+            _kind: PhantomData,
+        }
+    }
+
+    /// How far behind the stream time the watermark stays (default 0).
+    pub fn out_of_orderness(mut self, d: Duration) -> Self {
+        self.out_of_orderness = ms(d);
+        self
+    }
+
+    /// How long after the watermark passes a window's end it still accepts records
+    /// (default 0).
+    pub fn allowed_lateness(mut self, d: Duration) -> Self {
+        self.lateness = ms(d);
+        self
+    }
+
+    /// Also emit a window's value after every record, not only its final value when it
+    /// closes.
+    pub fn emit_updates(mut self) -> Self {
+        self.emit_updates = true;
+        self
+    }
+
+    /// Write late records to `sink`, in the same transaction (declare the topic with
+    /// [`Stream::writes_to`](exactly_framework::Stream::writes_to); the
+    /// [`StreamExt`](crate::StreamExt) window methods do).
+    pub fn late_records_to(mut self, sink: Sink<K, V>) -> Self {
+        self.late = Some(Arc::new(sink));
+        self
+    }
+
+    /// The late-records topic, if any.
+    pub fn late_topic(&self) -> Option<&str> {
+        self.late.as_ref().map(|s| s.topic_name())
+    }
+}
+
+/// One session of a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SessionState<A> {
+    start: i64,
+    end: i64,
+    acc: A,
+}
+
+type Merge<A> = Arc<dyn Fn(A, A) -> A + Send + Sync>;
+
+/// A keyed aggregate per window: `fold(acc, value)` from `init()` for each window a record
+/// belongs to; emits `(Windowed<K>, acc)` when the window closes (and after each update
+/// with [`Windows::emit_updates`]). State: `windows` (time windows: one accumulator per key
+/// and window) or `sessions` (the open sessions of each key), and `stream-time`.
+pub struct WindowAggregate<K, V, A, I, F> {
+    windows: Windows<K, V, ()>,
+    init: Arc<I>,
+    fold: Arc<F>,
+    merge: Option<Merge<A>>,
+    fixed: Option<KeyedState<(Option<K>, i64), A>>,
+    sessions: Option<KeyedState<Option<K>, Vec<SessionState<A>>>>,
+    time: Option<StreamTime>,
+    /// Closing time → what may close then (rebuilt from state on assign and after aborts).
+    index: BTreeMap<i64, Vec<(Option<K>, i64)>>,
+    rebuild: bool,
+    late_records: u64,
+}
+
+impl<K, V, A, I, F> WindowAggregate<K, V, A, I, F> {
+    /// Time windows (tumbling or hopping).
+    pub fn new<Kind>(windows: Windows<K, V, Kind>, init: Arc<I>, fold: Arc<F>) -> Self {
+        WindowAggregate {
+            windows: Windows {
+                shape: windows.shape,
+                out_of_orderness: windows.out_of_orderness,
+                lateness: windows.lateness,
+                emit_updates: windows.emit_updates,
+                late: windows.late,
+                _kind: PhantomData,
+            },
+            init,
+            fold,
+            merge: None,
+            fixed: None,
+            sessions: None,
+            time: None,
+            index: BTreeMap::new(),
+            rebuild: true,
+            late_records: 0,
+        }
+    }
+
+    /// Session windows: `merge` combines the accumulators of two sessions a record joins.
+    pub fn sessions(
+        windows: Windows<K, V, Session>,
+        init: Arc<I>,
+        fold: Arc<F>,
+        merge: impl Fn(A, A) -> A + Send + Sync + 'static,
+    ) -> Self {
+        let mut w = Self::new(windows, init, fold);
+        w.merge = Some(Arc::new(merge));
+        w
+    }
+
+    /// Late records seen by this instance (also counted in the metric
+    /// `exactly_window_late_records_total`).
+    pub fn late_records(&self) -> u64 {
+        self.late_records
+    }
+}
+
+impl<K, V, A, I, F> WindowAggregate<K, V, A, I, F>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    A: Serialize + DeserializeOwned + Clone + Send + 'static,
+    I: Fn() -> A + Send + Sync + 'static,
+    F: Fn(A, V) -> A + Send + Sync + 'static,
+{
+    fn lateness(&self) -> i64 {
+        self.windows.lateness
+    }
+
+    /// Re-reads the committed stream time and re-indexes the open windows.
+    fn rebuild_index(&mut self) -> Result<()> {
+        self.index.clear();
+        if let Some(time) = &mut self.time {
+            time.reload()?;
+        }
+        match self.windows.shape {
+            Shape::Fixed { size, .. } => {
+                if let Some(state) = &self.fixed {
+                    for ((key, start), _) in state.entries()? {
+                        self.index
+                            .entry(start.saturating_add(size))
+                            .or_default()
+                            .push((key, start));
+                    }
+                }
+            }
+            Shape::Session { gap } => {
+                if let Some(state) = &self.sessions {
+                    for (key, sessions) in state.entries()? {
+                        for s in sessions {
+                            self.index
+                                .entry(s.end.saturating_add(gap))
+                                .or_default()
+                                .push((key.clone(), s.start));
+                        }
+                    }
+                }
+            }
+        }
+        self.rebuild = false;
+        Ok(())
+    }
+
+    /// Emits and deletes every window whose end + lateness the watermark has reached.
+    fn close(
+        &mut self,
+        watermark: i64,
+        template: &Record<K, V>,
+        out: &mut dyn Collector<Windowed<K>, A>,
+    ) -> Result<()> {
+        let lateness = self.lateness();
+        while let Some((&end, _)) = self.index.first_key_value() {
+            if end.saturating_add(lateness) > watermark {
+                break;
+            }
+            let (_, due) = self.index.pop_first().expect("non-empty");
+            match self.windows.shape {
+                Shape::Fixed { .. } => {
+                    let state = self.fixed.as_ref().expect("opened");
+                    for (key, start) in due {
+                        let id = (key, start);
+                        if let Some(acc) = state.get(&id)? {
+                            state.delete(&id)?;
+                            out.collect(result(template, id.0, start, end, acc))?;
+                        }
+                    }
+                }
+                Shape::Session { gap } => {
+                    let state = self.sessions.as_ref().expect("opened");
+                    for (key, _) in due {
+                        let Some(sessions) = state.get(&key)? else {
+                            continue;
+                        };
+                        let (done, open): (Vec<_>, Vec<_>) = sessions.into_iter().partition(|s| {
+                            s.end.saturating_add(gap).saturating_add(lateness) <= watermark
+                        });
+                        if done.is_empty() {
+                            continue;
+                        }
+                        if open.is_empty() {
+                            state.delete(&key)?;
+                        } else {
+                            state.put(&key, &open)?;
+                        }
+                        for s in done {
+                            out.collect(result(template, key.clone(), s.start, s.end, s.acc))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a record to its time windows; false when all of them have closed.
+    fn add_fixed(
+        &mut self,
+        record: &Record<K, V>,
+        event: i64,
+        watermark: i64,
+        out: &mut dyn Collector<Windowed<K>, A>,
+    ) -> Result<bool> {
+        let Shape::Fixed { size, advance } = self.windows.shape else {
+            unreachable!("fixed windows")
+        };
+        let lateness = self.lateness();
+        let state = self.fixed.as_ref().expect("opened");
+        // Every start s, a multiple of `advance`, with s <= event < s + size.
+        let last = event.div_euclid(advance).saturating_mul(advance);
+        let mut start = last;
+        let mut open = false;
+        while start > event.saturating_sub(size) {
+            let end = start.saturating_add(size);
+            if end.saturating_add(lateness) > watermark {
+                open = true;
+                let id = (record.key.clone(), start);
+                let acc = match state.get(&id)? {
+                    Some(acc) => acc,
+                    None => {
+                        self.index
+                            .entry(end)
+                            .or_default()
+                            .push((record.key.clone(), start));
+                        (self.init)()
+                    }
+                };
+                let acc = (self.fold)(acc, record.value.clone());
+                state.put(&id, &acc)?;
+                if self.windows.emit_updates {
+                    out.collect(result(record, record.key.clone(), start, end, acc))?;
+                }
+            }
+            start = start.saturating_sub(advance);
+        }
+        Ok(open)
+    }
+
+    /// Adds a record to its key's sessions, merging those it bridges; false when the
+    /// record is late.
+    fn add_session(
+        &mut self,
+        record: &Record<K, V>,
+        event: i64,
+        watermark: i64,
+        out: &mut dyn Collector<Windowed<K>, A>,
+    ) -> Result<bool> {
+        let Shape::Session { gap } = self.windows.shape else {
+            unreachable!("sessions")
+        };
+        let lateness = self.lateness();
+        let state = self.sessions.as_ref().expect("opened");
+        let sessions = state.get(&record.key)?.unwrap_or_default();
+        let (joined, mut others): (Vec<_>, Vec<_>) = sessions.into_iter().partition(|s| {
+            s.start.saturating_sub(gap) <= event && event <= s.end.saturating_add(gap)
+        });
+        if joined.is_empty() && event.saturating_add(gap).saturating_add(lateness) <= watermark {
+            return Ok(false);
+        }
+        let merge = self.merge.as_ref().expect("sessions have a merge");
+        let mut merged = SessionState {
+            start: event,
+            end: event,
+            acc: (self.init)(),
+        };
+        let mut first = true;
+        for s in joined {
+            merged.start = merged.start.min(s.start);
+            merged.end = merged.end.max(s.end);
+            merged.acc = if first {
+                s.acc
+            } else {
+                merge(merged.acc, s.acc)
+            };
+            first = false;
+        }
+        merged.acc = (self.fold)(merged.acc, record.value.clone());
+        self.index
+            .entry(merged.end.saturating_add(gap))
+            .or_default()
+            .push((record.key.clone(), merged.start));
+        let emitted = self.windows.emit_updates.then(|| {
+            result(
+                record,
+                record.key.clone(),
+                merged.start,
+                merged.end,
+                merged.acc.clone(),
+            )
+        });
+        others.push(merged);
+        others.sort_by_key(|s| s.start);
+        state.put(&record.key, &others)?;
+        if let Some(r) = emitted {
+            out.collect(r)?;
+        }
+        Ok(true)
+    }
+}
+
+/// A window result, carrying the triggering record's origin.
+fn result<K, V, A>(
+    template: &Record<K, V>,
+    key: Option<K>,
+    start: i64,
+    end: i64,
+    acc: A,
+) -> Record<Windowed<K>, A> {
+    Record {
+        key: Some(Windowed { key, start, end }),
+        value: acc,
+        timestamp: Some(end.saturating_sub(1).max(start)),
+        headers: Vec::new(),
+        origin: template.origin.clone(),
+    }
+}
+
+impl<K, V, A, I, F> Operator<K, V> for WindowAggregate<K, V, A, I, F>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    A: Serialize + DeserializeOwned + Clone + Send + 'static,
+    I: Fn() -> A + Send + Sync + 'static,
+    F: Fn(A, V) -> A + Send + Sync + 'static,
+{
+    type OutKey = Windowed<K>;
+    type OutValue = A;
+
+    fn on_assign(&mut self, ctx: &mut Context) -> Result<()> {
+        match self.windows.shape {
+            Shape::Fixed { .. } => {
+                self.fixed = Some(ctx.keyed_state(&StateDescriptor::new("windows"))?)
+            }
+            Shape::Session { .. } => {
+                if self.merge.is_none() {
+                    return Err(Error::Operator {
+                        operator: ctx.operator().into(),
+                        message: "session windows need a merge function".into(),
+                    });
+                }
+                self.sessions = Some(ctx.keyed_state(&StateDescriptor::new("sessions"))?)
+            }
+        }
+        self.time = Some(StreamTime::open(ctx)?);
+        self.rebuild = true;
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        record: Record<K, V>,
+        ctx: &mut Context,
+        out: &mut dyn Collector<Windowed<K>, A>,
+    ) -> Result<()> {
+        if self.rebuild {
+            self.rebuild_index()?;
+        }
+        let time = self.time.as_mut().ok_or_else(|| Error::Operator {
+            operator: ctx.operator().into(),
+            message: "process called before on_assign".into(),
+        })?;
+        let (now, event) = time.advance(record.timestamp)?;
+        let watermark = now.saturating_sub(self.windows.out_of_orderness);
+        self.close(watermark, &record, out)?;
+        let open = match self.windows.shape {
+            Shape::Fixed { .. } => self.add_fixed(&record, event, watermark, out)?,
+            Shape::Session { .. } => self.add_session(&record, event, watermark, out)?,
+        };
+        if !open {
+            self.late_records += 1;
+            metrics::counter!("exactly_window_late_records_total", "operator" => ctx.operator().to_string())
+                .increment(1);
+            if let Some(late) = self.windows.late.clone() {
+                ctx.emit_to(&late, record)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_abort(&mut self, _: &mut Context) {
+        self.rebuild = true;
+    }
+}
+
+#[cfg(test)]
+mod tests;
