@@ -31,6 +31,8 @@ pub struct ReadRecord {
     pub key: Option<Vec<u8>>,
     /// Value bytes.
     pub value: Option<Vec<u8>>,
+    /// Timestamp, ms since the epoch.
+    pub timestamp: Option<i64>,
     /// Headers.
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
@@ -111,6 +113,7 @@ pub fn read_to_end(
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
+                timestamp: m.timestamp().to_millis(),
                 headers: m
                     .headers()
                     .map(|hs| {

@@ -145,10 +145,25 @@ impl Loader {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
+        self.send_at(topic, records.into_iter().map(|(p, k, v)| (p, k, v, None)))
+    }
+
+    /// Sends records `(partition, key, value, timestamp)` (ms since the epoch; `None`: now)
+    /// and waits until all are acknowledged. Returns how many were written.
+    ///
+    /// # Errors
+    /// When a record cannot be queued or the flush times out.
+    pub fn send_at<I, K, V>(&self, topic: &str, records: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = (Option<i32>, Option<K>, V, Option<i64>)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
         let mut n = 0u64;
-        for (partition, key, value) in records {
+        for (partition, key, value, timestamp) in records {
             let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value.as_ref());
             rec.partition = partition;
+            rec.timestamp = timestamp;
             if let Some(k) = &key {
                 rec = rec.key(k.as_ref());
             }
