@@ -16,14 +16,16 @@
 //! cargo run --release --example wordcount -- --brokers host:9092 --corpus my.txt
 //! ```
 
+mod support;
+
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use exactly::prelude::*;
 use exactly::testkit::{self, Isolation, Loader};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::words;
 
 /// The word count: a few lines of pipeline.
 fn wordcount(input: &str, output: &str) -> Pipeline {
@@ -38,14 +40,6 @@ fn wordcount(input: &str, output: &str) -> Pipeline {
         .count("count")
         .map(|n: u64| n.to_string())
         .to_topic(output, Serde::string(), Serde::string())
-}
-
-/// Lower-case runs of letters and digits.
-fn words(line: &str) -> Vec<String> {
-    line.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
 }
 
 #[derive(Parser, Debug)]
@@ -130,65 +124,28 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let state_dir = std::env::temp_dir().join("exactly-wordcount").join(&app);
-    let config = |worker: &str| Config::new(&app, &brokers).with_state_dir(state_dir.join(worker));
-    let bar = ProgressBar::new(lines.len() as u64 + total_words);
-    bar.set_style(ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:40}] {pos}/{len} records {msg}",
-    )?);
-    let started = Instant::now();
-    let first = Runtime::new(config("w1").with_env()?).spawn(wordcount(&input, &output))?;
-    let mut second: Option<exactly::Worker> = None;
-    let mut rebalances = 0;
-    let mut left_behind = 0; // records processed by workers that have stopped
     let repartition = format!("{app}-words-repartition");
-    loop {
-        let done_in = left_behind
-            + first.stats().records_in
-            + second.as_ref().map_or(0, |w| w.stats().records_in);
-        bar.set_position(done_in.min(bar.length().unwrap_or(0)));
-        let fraction = done_in as f64 / (lines.len() as u64 + total_words) as f64;
-        // Forced rebalances: a second worker joins at 25 %, leaves at 60 %.
-        if second.is_none() && rebalances == 0 && fraction > 0.25 {
-            bar.set_message("(rebalance: a second worker joins)");
-            second =
-                Some(Runtime::new(config("w2").with_env()?).spawn(wordcount(&input, &output))?);
-            rebalances += 1;
-        } else if rebalances == 1 && fraction > 0.6 {
-            if let Some(w) = second.take() {
-                bar.set_message("(rebalance: the second worker leaves)");
-                left_behind += w.stats().records_in;
-                w.stop();
-                w.wait().await.context("the second worker failed")?;
-                rebalances += 1;
-            }
-        }
-        if first.is_finished() {
-            break;
-        }
-        if fraction >= 1.0
-            && testkit::caught_up(&brokers, &app, &input)?
-            && testkit::caught_up(&brokers, &app, &repartition)?
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
-    let stats = first.stats();
-    first.stop();
-    first.wait().await.context("the worker failed")?;
-    if let Some(w) = second {
-        w.stop();
-        w.wait().await?;
-    }
+    let run = support::run_with_rebalances(
+        |worker| {
+            Ok(Config::new(&app, &brokers)
+                .with_state_dir(state_dir.join(worker))
+                .with_env()?)
+        },
+        || wordcount(&input, &output),
+        lines.len() as u64 + total_words,
+        || {
+            Ok(testkit::caught_up(&brokers, &app, &input)?
+                && testkit::caught_up(&brokers, &app, &repartition)?)
+        },
+    )
+    .await?;
     println!(
         "counted {total_words} words in {:.1} s ({:.0} words/s; {} forced rebalances, {} transactions, {} aborted on the first worker)",
-        elapsed.as_secs_f64(),
-        total_words as f64 / elapsed.as_secs_f64(),
-        rebalances,
-        stats.commits,
-        stats.aborts
+        run.elapsed.as_secs_f64(),
+        total_words as f64 / run.elapsed.as_secs_f64(),
+        run.rebalances,
+        run.stats.commits,
+        run.stats.aborts
     );
 
     let out = testkit::read_to_end(
