@@ -22,6 +22,7 @@
 mod count;
 mod filter;
 mod flat_map;
+pub mod join;
 mod key_by;
 mod map;
 mod stream_ext;
@@ -29,6 +30,7 @@ mod stream_ext;
 pub use count::Count;
 pub use filter::Filter;
 pub use flat_map::FlatMap;
+pub use join::{live_tables, MemoryTable, Table, TableJoin};
 pub use key_by::MapKey;
 pub use map::Map;
 pub use stream_ext::StreamExt;

@@ -1,13 +1,14 @@
 //! Chaining methods on [`Stream`] for the operators of this crate.
 
-use crate::{Count, Filter, FlatMap, Map, MapKey};
+use crate::{Count, Filter, FlatMap, Map, MapKey, Table, TableJoin};
 use exactly_framework::Stream;
 use exactly_framework::{Codec, Record};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::hash::Hash;
 use std::sync::Arc;
 
-/// Adds `map`, `filter` and `flat_map` to [`Stream`]. Each call names its operator
+/// Adds `map`, `filter`, `flat_map`, ..., `join_table` to [`Stream`]. Each call names its operator
 /// `map-N`, `filter-N`, ... after its position; use [`Stream::apply`] to choose a name.
 pub trait StreamExt<K, V>: Sized {
     /// Replaces each value with `f(value)`. See [`Map`].
@@ -57,6 +58,39 @@ pub trait StreamExt<K, V>: Sized {
     fn count(self, name: &str) -> Stream<K, u64>
     where
         K: Serialize + DeserializeOwned + Clone;
+
+    /// Joins each record with the row of `table` under the record's key, emitting
+    /// `joiner(value, row)` when it is `Some`: an inner join returns `None` for a missing
+    /// row, a left join never does. The operator is named `name`. A topic table is a global
+    /// table: every worker process materialises all of it, loaded before the first record
+    /// is joined and kept up to date in the background. See [`TableJoin`] and
+    /// [`join`](crate::join) for its semantics.
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::{StreamExt, Table};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Customer { name: String, tier: String }
+    ///
+    /// let pipeline = Pipeline::from_topic_with_key("orders", Serde::string(), Serde::string())
+    ///     .join_table(
+    ///         "customers",
+    ///         Table::topic("customers", Serde::string(), Serde::json::<Customer>()),
+    ///         |order: String, customer: Option<&Customer>| {
+    ///             // A left join: every order comes out, with its customer's tier if known.
+    ///             Some(format!("{order},{}", customer.map_or("unknown", |c| c.tier.as_str())))
+    ///         },
+    ///     )
+    ///     .to_topic("orders-with-tier", Serde::string(), Serde::string());
+    /// # let _ = pipeline;
+    /// ```
+    fn join_table<T, O, F>(self, name: &str, table: Table<K, T>, joiner: F) -> Stream<K, O>
+    where
+        K: Eq + Hash + Sync,
+        T: Send + Sync + 'static,
+        O: Send + 'static,
+        F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static;
 }
 
 fn auto_name<K: Send + 'static, V: Send + 'static>(stream: &Stream<K, V>, kind: &str) -> String {
@@ -100,6 +134,17 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         K: Serialize + DeserializeOwned + Clone,
     {
         self.apply(name, Count::default)
+    }
+
+    fn join_table<T, O, F>(self, name: &str, table: Table<K, T>, joiner: F) -> Stream<K, O>
+    where
+        K: Eq + Hash + Sync,
+        T: Send + Sync + 'static,
+        O: Send + 'static,
+        F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static,
+    {
+        let joiner = Arc::new(joiner);
+        self.apply(name, move || TableJoin::new(table.clone(), joiner.clone()))
     }
 
     fn map_key<K2, F>(self, f: F) -> Stream<K2, V>
