@@ -2,10 +2,14 @@
 
 use crate::window::{Session, Time, WindowAggregate, Windowed, Windows};
 use crate::Reduce;
-use crate::{Aggregate, Branch, Count, Dedup, Filter, FilterMap, FlatMap, Inspect, Map, MapKey};
+use crate::{
+    Aggregate, Branch, Count, Dedup, Filter, FilterMap, FlatMap, Inspect, Map, MapKey, Table,
+    TableJoin,
+};
 use exactly_framework::{Codec, Record, Sink, Stream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,6 +175,39 @@ pub trait StreamExt<K, V>: Sized {
     where
         K: Serialize + DeserializeOwned + Clone,
         V: Clone;
+
+    /// Joins each record with the row of `table` under the record's key, emitting
+    /// `joiner(value, row)` when it is `Some`: an inner join returns `None` for a missing
+    /// row, a left join never does. The operator is named `name`. A topic table is a global
+    /// table: every worker process materialises all of it, loaded before the first record
+    /// is joined and kept up to date in the background. See [`TableJoin`] and
+    /// [`join`](crate::join) for its semantics.
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::{StreamExt, Table};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Customer { name: String, tier: String }
+    ///
+    /// let pipeline = Pipeline::from_topic_with_key("orders", Serde::string(), Serde::string())
+    ///     .join_table(
+    ///         "customers",
+    ///         Table::topic("customers", Serde::string(), Serde::json::<Customer>()),
+    ///         |order: String, customer: Option<&Customer>| {
+    ///             // A left join: every order comes out, with its customer's tier if known.
+    ///             Some(format!("{order},{}", customer.map_or("unknown", |c| c.tier.as_str())))
+    ///         },
+    ///     )
+    ///     .to_topic("orders-with-tier", Serde::string(), Serde::string());
+    /// # let _ = pipeline;
+    /// ```
+    fn join_table<T, O, F>(self, name: &str, table: Table<K, T>, joiner: F) -> Stream<K, O>
+    where
+        K: Eq + Hash + Sync,
+        T: Send + Sync + 'static,
+        O: Send + 'static,
+        F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static;
 }
 
 /// Declares the late-records topic of `windows`, if any.
@@ -225,6 +262,17 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         K: Serialize + DeserializeOwned + Clone,
     {
         self.apply(name, Count::default)
+    }
+
+    fn join_table<T, O, F>(self, name: &str, table: Table<K, T>, joiner: F) -> Stream<K, O>
+    where
+        K: Eq + Hash + Sync,
+        T: Send + Sync + 'static,
+        O: Send + 'static,
+        F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static,
+    {
+        let joiner = Arc::new(joiner);
+        self.apply(name, move || TableJoin::new(table.clone(), joiner.clone()))
     }
 
     fn map_key<K2, F>(self, f: F) -> Stream<K2, V>
