@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! cargo bench --bench rebalance                                 # defaults (< 3 min)
+//! cargo bench --bench rebalance -- --pipeline wordcount          # stateful (< 4 min)
 //! cargo bench --bench rebalance -- --records 200000 --runs exactly_once
 //! cargo bench --bench rebalance -- --kill-restart --static-membership
 //! cargo bench --bench rebalance -- --help
@@ -118,9 +119,10 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
              ExactlyOnce vs AtLeastOnce vs raw clients. Writes target/bench/rebalance.{json,md,png}."
 )]
 pub struct Args {
-    /// Records preloaded into the input topic.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub records: u64,
+    /// Records preloaded into the input topic [default: 1000000 for copy, 200000 for
+    /// wordcount].
+    #[arg(long)]
+    pub records: Option<u64>,
     /// Partitions of the input (and of each output) topic.
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
@@ -133,8 +135,9 @@ pub struct Args {
     /// The pipeline under test.
     #[arg(long, value_enum, default_value = "copy")]
     pub pipeline: PipelineKind,
-    /// Workers are processes (the copier example; this bench for the raw baseline); each
-    /// forced rebalance SIGKILLs one and starts it again at once (instead of a join/leave).
+    /// Workers are processes (the copier or wordcount example; this bench for the raw
+    /// baseline); each forced rebalance SIGKILLs one and starts it again at once (instead
+    /// of a join/leave).
     #[arg(long)]
     pub kill_restart: bool,
     /// Static membership: each worker has a `group.instance.id`
@@ -173,7 +176,8 @@ pub struct Args {
     /// Output directory (default: <target dir>/bench).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// Worker binary for --kill-restart (default: <target dir>/release/examples/copier).
+    /// Worker binary for --kill-restart (default: <target dir>/release/examples/copier, or
+    /// .../wordcount).
     #[arg(long)]
     pub worker_binary: Option<PathBuf>,
     /// librdkafka producer property for every worker, raw ones included (repeatable).
@@ -212,6 +216,14 @@ pub struct Args {
     pub raw_output: Option<String>,
     #[arg(long, hide = true)]
     pub raw_instance: Option<String>,
+}
+
+impl Args {
+    /// `--records`, or the pipeline's default.
+    pub fn records(&self) -> u64 {
+        self.records
+            .unwrap_or_else(|| self.pipeline.default_records())
+    }
 }
 
 fn main() -> ExitCode {
@@ -263,7 +275,7 @@ fn raw_worker_process(args: &Args) -> anyhow::Result<()> {
         producer_props: args.producer_props.clone(),
         consumer_props: args.consumer_props.clone(),
     };
-    let workload = args.pipeline.workload()?;
+    let workload = args.pipeline.for_run(Kind::Raw);
     fleet::run_raw_worker(&s, &*workload, &TERMINATED, &AtomicU64::new(0))
 }
 
@@ -305,7 +317,7 @@ fn child_run(args: &Args, spec: RunName) -> anyhow::Result<()> {
     init_logging(&out_dir.join("rebalance.log"), false)?;
     // Installed before any worker starts, so commit latencies are recorded.
     measure::framework_histograms();
-    let workload: Arc<dyn Workload> = Arc::from(args.pipeline.workload()?);
+    let workload: Arc<dyn Workload> = Arc::from(args.pipeline.for_run(spec.kind()));
     let need = |o: &Option<String>, what: &str| o.clone().with_context(|| format!("--{what}"));
     let ctx = run::Ctx {
         brokers: args.brokers.clone().context("--brokers")?,
@@ -352,6 +364,11 @@ impl Topics {
         Ok(())
     }
 
+    /// Takes charge of a topic someone else creates (the framework's internal topics).
+    fn adopt(&mut self, name: &str) {
+        self.names.push(name.to_string());
+    }
+
     fn delete(&mut self, name: &str) {
         if self.keep {
             return;
@@ -377,14 +394,14 @@ impl Drop for Topics {
 
 fn bench(args: Args) -> anyhow::Result<bool> {
     let started = Instant::now();
-    if args.workers == 0 || args.partitions <= 0 || args.records == 0 {
+    if args.workers == 0 || args.partitions <= 0 || args.records() == 0 {
         bail!("--workers, --partitions and --records must be positive");
     }
     let brokers = match &args.brokers {
         Some(b) => b.clone(),
         None => testkit::bootstrap_servers()?,
     };
-    let workload: Arc<dyn Workload> = Arc::from(args.pipeline.workload()?);
+    let workload = args.pipeline.workload();
     let out_dir = out_dir(&args);
     std::fs::create_dir_all(out_dir.join("runs"))?;
     let log_path = out_dir.join("rebalance.log");
@@ -406,7 +423,7 @@ fn bench(args: Args) -> anyhow::Result<bool> {
     println!(
         "{} runs on {brokers}: each preloads {} records into a fresh {}-partition input",
         args.runs.len(),
-        args.records,
+        args.records(),
         args.partitions
     );
     let mut runs = Vec::new();
@@ -421,13 +438,17 @@ fn bench(args: Args) -> anyhow::Result<bool> {
             &[("message.timestamp.type", "LogAppendTime")],
         )?;
         let group = testkit::unique_name(&format!("bench-rebalance-{slug}"));
+        let internal = args.pipeline.for_run(spec.kind()).internal_topics(&group);
+        for t in &internal {
+            topics.adopt(t);
+        }
         let result_path = out_dir.join("runs").join(format!("{}.json", spec.name()));
         let _ = std::fs::remove_file(&result_path);
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(std::env::args_os().skip(1))
             .args(["--child-run", spec.name(), "--child-input", &input])
             .args(["--child-output", &output, "--child-group", &group])
-            .args(["--child-backlog", &args.records.to_string()])
+            .args(["--child-backlog", &args.records().to_string()])
             .arg("--child-result")
             .arg(&result_path);
         if args.brokers.is_none() {
@@ -443,8 +464,9 @@ fn bench(args: Args) -> anyhow::Result<bool> {
         }
         let r: RunResult = serde_json::from_slice(&std::fs::read(&result_path)?)
             .with_context(|| format!("result of run {}", spec.name()))?;
-        topics.delete(&output);
-        topics.delete(&input);
+        for t in internal.iter().chain([&output, &input]) {
+            topics.delete(t);
+        }
         println!(
             "{:>27}: {:.0} records/s, pause of moved partitions p50 {} ms, {} commits, {} aborted, {} duplicates, {}",
             r.label,
@@ -475,7 +497,7 @@ fn bench(args: Args) -> anyhow::Result<bool> {
     std::fs::write(&md_path, &md)?;
     let png = out_dir.join("rebalance.png");
     let title = format!(
-        "{:?} pipeline: throughput over time; dashed lines: forced rebalances",
+        "{:?} pipeline: input records/s over time; dashed lines: forced rebalances",
         args.pipeline
     );
     if let Err(e) = report::plot(&report, &png, &title) {
@@ -522,9 +544,9 @@ fn setup_line(args: &Args) -> String {
     }
     format!(
         "`{:?}` pipeline, {} records, {} partitions, {} {} workers ({} membership, cooperative-sticky); {mode}; \
-         commit interval {} ms; session timeout {} ms; {}; {} cores shared with the broker.",
+         commit interval {} ms; session timeout {} ms; {}; {} cores shared with the broker. {}.",
         args.pipeline,
-        args.records,
+        args.records(),
         args.partitions,
         args.workers,
         if args.kill_restart { "process" } else { "in-process" },
@@ -532,7 +554,8 @@ fn setup_line(args: &Args) -> String {
         args.commit_interval_ms,
         args.session_timeout_ms,
         props.join(", "),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.pipeline.describe()
     )
 }
 
@@ -614,7 +637,7 @@ fn build_report(args: &Args, brokers: &str, runs: Vec<RunResult>, started: Insta
     });
     let config = serde_json::json!({
         "pipeline": args.pipeline,
-        "records": args.records,
+        "records": args.records(),
         "partitions": args.partitions,
         "workers": args.workers,
         "rebalance_every_s": args.rebalance_every_s,

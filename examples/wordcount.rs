@@ -14,7 +14,12 @@
 //! ```text
 //! cargo run --release --example wordcount
 //! cargo run --release --example wordcount -- --brokers host:9092 --corpus my.txt
+//! cargo run --release --example wordcount -- --member --group G --input IN --output OUT
 //! ```
+//!
+//! With `--member` it is one long-lived worker of the pipeline, like the copier, and takes
+//! the copier's flags (`--guarantee`, `--instance-id`, `--commit-interval-ms`,
+//! `--session-timeout-ms`, `--metrics-addr`; the rebalance bench runs it so).
 
 mod support;
 
@@ -73,6 +78,22 @@ struct Args {
     /// Local state directory (with --member).
     #[arg(long, default_value = "./exactly-state")]
     state_dir: PathBuf,
+    /// exactly_once, at_least_once or auto_commit (with --member).
+    #[arg(long, default_value = "exactly_once")]
+    guarantee: Guarantee,
+    /// Static membership id; also makes the transactional id stable across restarts (with
+    /// --member).
+    #[arg(long)]
+    instance_id: Option<String>,
+    /// Commit interval in milliseconds (with --member).
+    #[arg(long, default_value_t = 100)]
+    commit_interval_ms: u64,
+    /// Session timeout in milliseconds (with --member).
+    #[arg(long, default_value_t = 6_000)]
+    session_timeout_ms: u64,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9000 (with --member).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -198,10 +219,18 @@ async fn member(args: &Args, brokers: &str) -> anyhow::Result<()> {
         args.input.clone().unwrap_or_default(),
         args.output.clone().unwrap_or_default(),
     );
-    let config = Config::new(&group, brokers)
+    if let Some(addr) = args.metrics_addr {
+        exactly::framework::observability::install_prometheus(addr)?;
+    }
+    let mut config = Config::new(&group, brokers)
         .with_state_dir(&args.state_dir)
-        .with_session_timeout(Duration::from_secs(6))
+        .with_guarantee(args.guarantee)
+        .with_commit_interval(Duration::from_millis(args.commit_interval_ms))
+        .with_session_timeout(Duration::from_millis(args.session_timeout_ms))
         .with_env()?;
+    if let Some(id) = &args.instance_id {
+        config = config.with_group_instance_id(id);
+    }
     Runtime::new(config).run(wordcount(&input, &output)).await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The members of one run's consumer group: in-process framework workers
-//! (`Runtime::spawn`), raw-baseline threads, or worker processes (the copier example, or
-//! this bench re-executed as a raw worker) for `--kill-restart`.
+//! (`Runtime::spawn`), raw-baseline threads, or worker processes (the workload's example:
+//! copier or wordcount, or this bench re-executed as a raw worker) for `--kill-restart`.
+//! Every framework member incarnation gets a state dir of its own under the run's
+//! (removed with the fleet).
 //!
 //! A member that stops on its own (an error) is restarted in its slot, as a supervisor
 //! would, and the error is reported.
@@ -157,7 +159,7 @@ pub struct Totals {
     pub process_peak_rss_mib: Vec<f64>,
 }
 
-/// Counters scraped from a copier's Prometheus endpoint.
+/// Counters scraped from a worker process's Prometheus endpoint.
 #[derive(Debug, Clone, Copy, Default)]
 struct Scrape {
     commits: f64,
@@ -206,6 +208,8 @@ pub struct FleetConfig {
     pub workload: Arc<dyn Workload>,
     /// Worker binary for framework kinds in process mode.
     pub worker_binary: PathBuf,
+    /// The run's state dir: each member incarnation uses `w{slot}-{incarnation}` in it.
+    pub state_root: PathBuf,
     /// Where process logs go.
     pub log_dir: PathBuf,
     /// Extra arguments for a raw worker process (this bench re-executed).
@@ -242,6 +246,15 @@ impl Fleet {
         self.cfg.static_membership.then(|| format!("w{slot}"))
     }
 
+    /// The state dir of the incarnation of `slot` being started: empty, so that it
+    /// restores its partitions' state from the changelog, as a new machine would (and
+    /// never shares a store with a predecessor that is still closing it).
+    fn state_dir(&self, slot: usize) -> PathBuf {
+        self.cfg
+            .state_root
+            .join(format!("w{slot}-{}", self.incarnations[slot]))
+    }
+
     /// Starts a member in `slot`.
     pub fn start(&mut self, slot: usize) -> anyhow::Result<()> {
         let member = if self.cfg.processes {
@@ -263,7 +276,8 @@ impl Fleet {
         let mut config = Config::new(&c.group, &c.brokers)
             .with_guarantee(g)
             .with_commit_interval(Duration::from_millis(c.commit_interval_ms))
-            .with_session_timeout(Duration::from_millis(c.session_timeout_ms));
+            .with_session_timeout(Duration::from_millis(c.session_timeout_ms))
+            .with_state_dir(self.state_dir(slot));
         if let Some(id) = self.instance_id(slot) {
             config = config.with_group_instance_id(id);
         }
@@ -336,14 +350,15 @@ impl Fleet {
                     .args(["--input", &c.input, "--output", &c.output])
                     .args(["--guarantee", guarantee])
                     .args(["--commit-interval-ms", &c.commit_interval_ms.to_string()])
-                    .args(["--session-timeout-ms", &c.session_timeout_ms.to_string()]);
+                    .args(["--session-timeout-ms", &c.session_timeout_ms.to_string()])
+                    .args(c.workload.process_args(&self.state_dir(slot)));
                 if let Some(id) = self.instance_id(slot) {
                     cmd.args(["--instance-id", &id]);
                 }
                 let port = free_port()?;
                 cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
                 metrics_port = Some(port);
-                // The copier takes raw librdkafka properties from the environment (all
+                // The examples take raw librdkafka properties from the environment (all
                 // clients).
                 for (k, v) in c.producer_props.iter().chain(&c.consumer_props) {
                     let var = format!(
@@ -559,6 +574,7 @@ impl Drop for Fleet {
                 Member::Raw { stop, .. } => stop.store(true, Ordering::Relaxed),
             }
         }
+        let _ = std::fs::remove_dir_all(&self.cfg.state_root);
     }
 }
 
@@ -578,7 +594,7 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Reads the copier's counters from its Prometheus endpoint.
+/// Reads a worker process's counters from its Prometheus endpoint.
 fn scrape_metrics(port: u16) -> Option<Scrape> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;

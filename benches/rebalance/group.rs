@@ -1,6 +1,7 @@
 //! Watching the consumer group from outside (ListGroups/DescribeGroups): who owns which
-//! input partition, and when the group is stable. Tells which partitions a forced rebalance
-//! moved, and when the group first settled (the start of the throughput window).
+//! partition of one of its topics (the input, or a repartition hop), and when the group is
+//! stable. Tells which partitions a forced rebalance moved, and when the group first
+//! settled (the start of the throughput window).
 
 use crate::measure::now_ms;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -12,8 +13,12 @@ pub struct GroupView {
     pub at_ms: i64,
     pub state: String,
     pub members: usize,
-    /// Owner (member id) of each input partition.
+    /// Owner (member id) of each partition of the watched topic.
     pub owners: Vec<Option<String>>,
+    /// Members owning at least one partition of any topic. (Cooperative-sticky balances
+    /// the number of partitions per member, not per topic: with an input and a hop, one
+    /// member may own all of one and the other all of the other.)
+    pub assigned_members: usize,
 }
 
 impl GroupView {
@@ -22,19 +27,21 @@ impl GroupView {
         self.owners.iter().all(Option::is_some)
     }
 
-    /// Stable, `workers` members, every partition owned, and every member owning one (when
-    /// there are enough partitions).
+    /// Stable, `workers` members, every partition owned, and every member owning some
+    /// partition (when there are enough partitions).
     pub fn settled(&self, workers: usize) -> bool {
-        let owners: std::collections::HashSet<&String> = self.owners.iter().flatten().collect();
         self.state == "Stable"
             && self.members == workers
             && self.complete()
-            && (owners.len() == workers || workers > self.owners.len())
+            && (self.assigned_members == workers || workers > self.owners.len())
     }
 
     /// Same owners, state and size (the history keeps changes only).
     pub fn same(&self, other: &GroupView) -> bool {
-        self.state == other.state && self.members == other.members && self.owners == other.owners
+        self.state == other.state
+            && self.members == other.members
+            && self.owners == other.owners
+            && self.assigned_members == other.assigned_members
     }
 }
 
@@ -51,17 +58,21 @@ pub fn describe(
         state: String::from("Unknown"),
         members: 0,
         owners: vec![None; partitions.max(0) as usize],
+        assigned_members: 0,
     };
     if let Some(g) = list.groups().iter().find(|g| g.name() == group) {
         view.state = g.state().to_string();
         view.members = g.members().len();
         for m in g.members() {
-            for p in m
-                .assignment()
-                .map(|a| parse_assignment(a, topic))
-                .unwrap_or_default()
-            {
-                if let Some(slot) = usize::try_from(p).ok().and_then(|p| view.owners.get_mut(p)) {
+            let assigned = m.assignment().map(parse_assignment).unwrap_or_default();
+            if !assigned.is_empty() {
+                view.assigned_members += 1;
+            }
+            for (_, p) in assigned.iter().filter(|(t, _)| *t == topic.as_bytes()) {
+                if let Some(slot) = usize::try_from(*p)
+                    .ok()
+                    .and_then(|p| view.owners.get_mut(p))
+                {
                     *slot = Some(m.id().to_string());
                 }
             }
@@ -70,9 +81,9 @@ pub fn describe(
     Ok(view)
 }
 
-/// The partitions of `topic` in a consumer-protocol assignment (version, then an array of
-/// (topic, partitions); the user data after it is ignored).
-fn parse_assignment(b: &[u8], topic: &str) -> Vec<i32> {
+/// The (topic, partition) pairs of a consumer-protocol assignment (version, then an array
+/// of (topic, partitions); the user data after it is ignored).
+fn parse_assignment(b: &[u8]) -> Vec<(&[u8], i32)> {
     let mut r = Reader { b, at: 0 };
     let mut out = Vec::new();
     let _version = r.i16();
@@ -84,9 +95,7 @@ fn parse_assignment(b: &[u8], topic: &str) -> Vec<i32> {
         let Some(n) = r.i32() else { break };
         for _ in 0..n.max(0) {
             let Some(p) = r.i32() else { break };
-            if name == topic.as_bytes() {
-                out.push(p);
-            }
+            out.push((name, p));
         }
     }
     out

@@ -180,7 +180,8 @@ pub fn reset_peak_rss() -> bool {
 // Reading an output back
 
 /// Reads `topic` from the beginning to its end under read_committed, keeping for each
-/// record its partition, its append time and the input id it copies.
+/// record its partition, its append time, and the input id it copies or the count it
+/// carries.
 pub fn read_output(
     brokers: &str,
     topic: &str,
@@ -222,6 +223,7 @@ pub fn read_output(
                 partition: p,
                 append_ms,
                 id: workload.input_id(p, m.key(), m.payload()),
+                count: workload.count_of(m.key(), m.payload()),
             });
         }
         since_check += 1;
@@ -302,12 +304,12 @@ pub struct Event {
 /// Per-partition append times of one phase, in offset order.
 pub type PartitionTimes = Vec<Vec<i64>>;
 
-/// Splits an output into per-partition append-time lists for backlog records (ids below
-/// `backlog_ids`) and live records (the others).
+/// Splits an output into per-partition append-time lists for records caused by the
+/// backlog (`from_backlog`, see `Workload::backlog_filter`) and live records (the others).
 pub fn split_phases(
     out: &[OutRecord],
     partitions: i32,
-    backlog_ids: u64,
+    from_backlog: impl Fn(&OutRecord) -> bool,
 ) -> (PartitionTimes, PartitionTimes) {
     let mut backlog = vec![Vec::new(); partitions as usize];
     let mut live = vec![Vec::new(); partitions as usize];
@@ -318,9 +320,10 @@ pub fn split_phases(
         else {
             continue;
         };
-        match r.id {
-            Some(id) if id >= backlog_ids => live[slot].push(r.append_ms),
-            _ => backlog[slot].push(r.append_ms),
+        if from_backlog(r) {
+            backlog[slot].push(r.append_ms);
+        } else {
+            live[slot].push(r.append_ms);
         }
     }
     (backlog, live)

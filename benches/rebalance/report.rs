@@ -24,7 +24,8 @@ pub struct RunResult {
     pub group: String,
     /// Input records present when the run started (the backlog).
     pub backlog_records: u64,
-    /// Backlog records appended inside the throughput window.
+    /// Backlog records appended inside the throughput window (workloads that do not copy
+    /// records, e.g. wordcount: the backlog's input records, all processed in it).
     pub window_records: u64,
     /// The throughput window: from the commit of the backlog (released once the group has
     /// settled) to the last backlog record's append time, s.
@@ -40,7 +41,8 @@ pub struct RunResult {
     pub preload_seconds: f64,
     /// Wall time of the run (workers up to stopped), s.
     pub run_seconds: f64,
-    /// Output records per second over the window, in bins.
+    /// Output records per second over the window, in bins (workloads that do not copy
+    /// records: divided by the mean output records per input record).
     pub throughput_series: Vec<SeriesPoint>,
     pub bin_ms: i64,
     /// Forced rebalances (steady run: the same schedule, nothing done) and their pauses.

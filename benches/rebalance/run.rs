@@ -9,7 +9,7 @@ use crate::report::{GroupSample, RunResult, SeriesPoint};
 use crate::workload::Workload;
 use crate::{Args, RunName};
 use anyhow::{bail, Context as _};
-use exactly::Guarantee;
+use exactly::{testkit, Guarantee};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -35,6 +35,25 @@ pub struct Ctx {
     pub backlog: u64,
     pub out_dir: PathBuf,
     pub worker_binary: PathBuf,
+}
+
+impl Ctx {
+    /// The internal topics the group consumes (repartition hops), full names.
+    fn hops(&self) -> Vec<String> {
+        self.workload
+            .pipeline(&self.input, &self.output)
+            .internal_topics()
+            .into_iter()
+            .map(|t| format!("{}-{t}", self.group))
+            .collect()
+    }
+
+    /// The topic whose partition `p` is read by the task writing output partition `p`: the
+    /// input, or the last repartition hop (the sink partitions by key like the hop). Its
+    /// assignment tells which output partitions a rebalance moved.
+    fn owners_topic(&self) -> String {
+        self.hops().pop().unwrap_or_else(|| self.input.clone())
+    }
 }
 
 pub fn bar_style() -> ProgressStyle {
@@ -121,13 +140,17 @@ struct Running<'a> {
     events: Vec<Event>,
     /// Follows the group: committed offsets and assignment.
     client: BaseConsumer,
+    /// [`Ctx::hops`].
+    hops: Vec<String>,
+    /// [`Ctx::owners_topic`].
+    owners_topic: String,
     history: Vec<GroupView>,
     bar: ProgressBar,
 }
 
 impl Running<'_> {
-    /// Runs the schedule and the housekeeping until the group has committed `ends` and
-    /// `also` returns true.
+    /// Runs the schedule and the housekeeping until the group has committed `ends`, `also`
+    /// returns true, and the group has consumed its repartition hops.
     fn until_committed(
         &mut self,
         ends: &[i64],
@@ -157,12 +180,22 @@ impl Running<'_> {
                         self.fleet.totals.worker_errors
                     );
                 }
-                if c.iter().zip(ends).all(|(c, e)| c >= e) && also() {
+                if c.iter().zip(ends).all(|(c, e)| c >= e) && also() && self.hops_consumed()? {
                     return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Whether the group has consumed everything in its repartition hops (none: true).
+    fn hops_consumed(&self) -> anyhow::Result<bool> {
+        for hop in &self.hops {
+            if !testkit::caught_up(&self.ctx.brokers, &self.ctx.group, hop)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Samples the group (its history keeps the changes).
@@ -171,7 +204,7 @@ impl Running<'_> {
         let view = describe(
             &self.client,
             &self.ctx.group,
-            &self.ctx.input,
+            &self.owners_topic,
             args.partitions,
         )?;
         let settled = view.settled(args.workers);
@@ -394,6 +427,7 @@ pub fn run_one(ctx: &Ctx, spec: RunName) -> anyhow::Result<RunResult> {
             consumer_props: args.consumer_props.clone(),
             workload: ctx.workload.clone(),
             worker_binary: ctx.worker_binary.clone(),
+            state_root: ctx.out_dir.join("state").join(&ctx.group),
             log_dir: ctx.out_dir.join("logs"),
             raw_child_args,
         },
@@ -447,6 +481,8 @@ pub fn run_one(ctx: &Ctx, spec: RunName) -> anyhow::Result<RunResult> {
         },
         events: Vec::new(),
         client,
+        hops: ctx.hops(),
+        owners_topic: ctx.owners_topic(),
         history: Vec::new(),
         bar,
     };
@@ -473,7 +509,12 @@ pub fn run_one(ctx: &Ctx, spec: RunName) -> anyhow::Result<RunResult> {
         run.bar.set_message("live");
         run.bar.set_length(backlog + live);
         let stop = Arc::new(AtomicBool::new(false));
-        let reader = visible_reader(ctx, backlog, live, stop.clone())?;
+        // Visibility is per input record: only for workloads that copy records.
+        let reader = ctx
+            .workload
+            .copies_records()
+            .then(|| visible_reader(ctx, backlog, live, stop.clone()))
+            .transpose()?;
         let feeder = feed(ctx, producer, backlog, live);
         run.schedule.start(Instant::now());
         run.until_committed(&input_ends(backlog + live, args.partitions), || {
@@ -482,15 +523,17 @@ pub fn run_one(ctx: &Ctx, spec: RunName) -> anyhow::Result<RunResult> {
         stamps = feeder
             .join()
             .map_err(|_| anyhow::anyhow!("the feeder panicked"))??;
-        // The visible reader may need a moment for the last commits.
-        let give_up = Instant::now() + Duration::from_secs(5);
-        while !reader.is_finished() && Instant::now() < give_up {
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(reader) = reader {
+            // The visible reader may need a moment for the last commits.
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while !reader.is_finished() && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop.store(true, Ordering::Relaxed);
+            seen = reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the reader panicked"))?;
         }
-        stop.store(true, Ordering::Relaxed);
-        seen = reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("the reader panicked"))?;
     }
     run.bar.set_message("stopping");
     run.fleet.stop_all(Duration::from_secs(60))?;
@@ -520,19 +563,28 @@ pub fn run_one(ctx: &Ctx, spec: RunName) -> anyhow::Result<RunResult> {
     let verification = ctx.workload.verify(total_ids, args.partitions, &out);
     run.bar.finish_with_message("done");
 
-    // Throughput: the backlog between its commit and its last append.
-    let (backlog_t, live_t) = measure::split_phases(&out, args.partitions, backlog);
+    // Throughput: the backlog between its commit and its last append. Copies count their
+    // output records; other workloads the backlog's input records, and their series is
+    // scaled to input records by the mean output records per input record.
+    let from_backlog = ctx.workload.backlog_filter(backlog);
+    let (backlog_t, live_t) = measure::split_phases(&out, args.partitions, from_backlog);
     let (_, b1) = measure::span(&backlog_t).context("no output")?;
-    let window_records = backlog_t
+    let window_outputs = backlog_t
         .iter()
         .map(|ts| ts.len() - ts.partition_point(|t| *t < w0))
         .sum::<usize>() as u64;
+    let window_records = if ctx.workload.copies_records() {
+        window_outputs
+    } else {
+        backlog
+    };
+    let scale = window_records as f64 / window_outputs.max(1) as f64;
     let drain_seconds = ((b1 - w0) as f64 / 1000.0).max(0.001);
     let series = measure::series(&backlog_t, w0, b1, args.bin_ms)
         .into_iter()
-        .map(|(t_s, records_per_sec)| SeriesPoint {
+        .map(|(t_s, outputs_per_sec)| SeriesPoint {
             t_s,
-            records_per_sec,
+            records_per_sec: outputs_per_sec * scale,
         })
         .collect();
 

@@ -1,18 +1,22 @@
 //! What the bench runs: the input it generates, the pipeline under test, what the raw
 //! baseline does for one record, and how an output is checked.
 //!
-//! # Adding a pipeline (wordcount)
+//! # Adding a pipeline
 //!
 //! Implement [`Workload`] for it and add a [`PipelineKind`] variant that returns it from
-//! [`PipelineKind::workload`]. The input lines ([`line`]) are already a few words each, so
-//! a word count can reuse them. A stateful pipeline cannot be verified record by record:
-//! its `verify` compares the final count of every word (read_committed, last value per
-//! key) with the counts computed from the input, and `input_id` returns `None` (end-to-end
-//! latency is then not measured; throughput, pauses, commits and RSS are).
+//! [`PipelineKind::workload`] (and from [`PipelineKind::for_run`] for the framework
+//! runs). [`Wordcount`] shows a stateful one: its input lines ([`line`]) are the copy's,
+//! a record-by-record check is impossible, so `verify` checks every word's sequence of
+//! counts (read_committed) against the counts computed from the input, and `input_id`
+//! returns `None` (end-to-end latency is then not measured; throughput, pauses, commits
+//! and RSS are).
 
+use crate::fleet::Kind;
 use clap::ValueEnum;
-use exactly::Pipeline;
-use std::collections::HashSet;
+use exactly::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::Path;
 
 /// The pipelines the bench knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -20,18 +24,51 @@ use std::collections::HashSet;
 pub enum PipelineKind {
     /// Stateless: `Pipeline::copy(input, output)`.
     Copy,
-    /// Stateful word count (not implemented yet: the operators are not there).
+    /// Stateful: the word count of `examples/wordcount.rs` (`flat_map` → `key_by`
+    /// (repartition) → `count` → `map`).
     Wordcount,
 }
 
 impl PipelineKind {
-    pub fn workload(self) -> anyhow::Result<Box<dyn Workload>> {
+    /// The pipeline's workload (what the framework runs).
+    pub fn workload(self) -> Box<dyn Workload> {
         match self {
-            PipelineKind::Copy => Ok(Box::new(Copy)),
-            PipelineKind::Wordcount => anyhow::bail!(
-                "the wordcount pipeline is not implemented yet (stateful operators have not \
-                 landed); see \"Adding a pipeline\" in docs/benchmarks.md"
-            ),
+            PipelineKind::Copy => Box::new(Copy),
+            PipelineKind::Wordcount => Box::new(Wordcount::default()),
+        }
+    }
+
+    /// The workload of runs of `kind`. The raw baseline has no state store and no
+    /// repartition hop, so for `wordcount` it stays a plain consume → produce of the lines
+    /// ([`Copy`]): ExactlyOnce / raw is then the whole cost of the stateful pipeline.
+    pub fn for_run(self, kind: Kind) -> Box<dyn Workload> {
+        match kind {
+            Kind::Raw => Box::new(Copy),
+            Kind::Framework(_) => self.workload(),
+        }
+    }
+
+    /// The `--records` default: the word count handles far fewer lines per second.
+    pub fn default_records(self) -> u64 {
+        match self {
+            PipelineKind::Copy => 1_000_000,
+            PipelineKind::Wordcount => 200_000,
+        }
+    }
+
+    /// What the report says about the unit of records/s and the raw baseline.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PipelineKind::Copy => {
+                "records/s: output records (copies of input records); raw baseline: the same \
+                 copy with plain clients"
+            }
+            PipelineKind::Wordcount => {
+                "records/s: input lines (the plot: output word counts divided by the mean \
+                 words per line); raw baseline: a plain consume → produce of the lines (no \
+                 split, no state, no repartition), so ExactlyOnce / raw is the whole cost of \
+                 the stateful pipeline"
+            }
         }
     }
 }
@@ -44,9 +81,12 @@ pub struct OutRecord {
     pub append_ms: i64,
     /// The input record this output record copies, if the workload can tell.
     pub id: Option<u64>,
+    /// The running count this output record carries, if it is one: (key index, count).
+    pub count: Option<(u32, u64)>,
 }
 
-/// The outcome of checking one output against the input.
+/// The outcome of checking one output against the input (for a count per key, see
+/// [`Wordcount`] for what each field counts).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Verification {
     /// Input records expected.
@@ -63,14 +103,20 @@ pub struct Verification {
     pub out_of_order_partitions: Vec<i32>,
     /// The first few lost ids (to look for a pattern).
     pub lost_sample: Vec<u64>,
+    /// Counting workloads: the first few keys whose last count is not the input's
+    /// (`word: last L, expected E`).
+    #[serde(default)]
+    pub wrong_final_counts: Vec<String>,
 }
 
 impl Verification {
+    /// Nothing lost, duplicated, unexpected, out of order or wrongly counted.
     pub fn is_exact(&self) -> bool {
         self.lost == 0
             && self.duplicates == 0
             && self.unexpected == 0
             && self.out_of_order_partitions.is_empty()
+            && self.wrong_final_counts.is_empty()
     }
 }
 
@@ -81,21 +127,43 @@ pub type RawOut<'a> = (i32, Option<&'a [u8]>, Option<&'a [u8]>);
 pub trait Workload: Send + Sync {
     /// The pipeline run by in-process workers.
     fn pipeline(&self, input: &str, output: &str) -> Pipeline;
-    /// The worker binary for `--kill-restart` (it must take the copier's CLI).
+    /// The worker binary for `--kill-restart` (an example taking the copier's flags).
     fn process_binary(&self) -> &'static str;
+    /// Its arguments beyond the copier's flags; `state_dir` is the member's own.
+    fn process_args(&self, state_dir: &Path) -> Vec<OsString>;
+    /// Topics the framework creates for the pipeline of group `group` (deleted with the
+    /// run's topics).
+    fn internal_topics(&self, _group: &str) -> Vec<String> {
+        Vec::new()
+    }
+    /// Whether each output record copies one input record that `input_id` names. If so,
+    /// throughput counts output records and end-to-end latency is measured; if not, the
+    /// throughput counts the backlog's input records.
+    fn copies_records(&self) -> bool;
     /// Input record `id`: (partition, key, value).
     fn input(&self, id: u64, partitions: i32) -> (i32, Vec<u8>, Vec<u8>);
-    /// What the raw baseline writes for one input record: (partition, key, value) triples.
+    /// What the raw baseline writes for one input record: (partition, key, value) triples
+    /// (by default the record itself, same partition).
     fn raw_process<'a>(
         &self,
         partition: i32,
         key: Option<&'a [u8]>,
         value: Option<&'a [u8]>,
         out: &mut Vec<RawOut<'a>>,
-    );
+    ) {
+        out.push((partition, key, value));
+    }
     /// Which input record an output record comes from (`None`: not attributable, or
     /// malformed; `verify` decides).
     fn input_id(&self, partition: i32, key: Option<&[u8]>, value: Option<&[u8]>) -> Option<u64>;
+    /// The running count an output record carries: (key index, count); `None` for a
+    /// copy, or a malformed record.
+    fn count_of(&self, _key: Option<&[u8]>, _value: Option<&[u8]>) -> Option<(u32, u64)> {
+        None
+    }
+    /// Tells output records caused by the backlog (input ids `0..backlog`) from those of
+    /// the live phase.
+    fn backlog_filter(&self, backlog: u64) -> Box<dyn Fn(&OutRecord) -> bool>;
     /// Checks an output (sorted by partition, then offset) against input ids `0..ids`.
     fn verify(&self, ids: u64, partitions: i32, output: &[OutRecord]) -> Verification;
 }
@@ -143,17 +211,24 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The value of input record `id`: 3 to 6 words, deterministic.
-pub fn line(id: u64) -> String {
+/// The words of input record `id`, as indices into [`WORDS`]: 3 to 6, deterministic.
+fn line_words(id: u64) -> impl Iterator<Item = usize> {
     let mut h = splitmix(id);
     let n = 3 + (h % 4) as usize;
-    let mut s = String::with_capacity(40);
-    for i in 0..n {
+    (0..n).map(move |_| {
         h = splitmix(h);
+        (h % WORDS.len() as u64) as usize
+    })
+}
+
+/// The value of input record `id`: its [`line_words`], space-separated.
+pub fn line(id: u64) -> String {
+    let mut s = String::with_capacity(40);
+    for (i, w) in line_words(id).enumerate() {
         if i > 0 {
             s.push(' ');
         }
-        s.push_str(WORDS[(h % WORDS.len() as u64) as usize]);
+        s.push_str(WORDS[w]);
     }
     s
 }
@@ -176,6 +251,14 @@ impl Workload for Copy {
         "copier"
     }
 
+    fn process_args(&self, _state_dir: &Path) -> Vec<OsString> {
+        Vec::new()
+    }
+
+    fn copies_records(&self) -> bool {
+        true
+    }
+
     fn input(&self, id: u64, partitions: i32) -> (i32, Vec<u8>, Vec<u8>) {
         (
             (id % partitions as u64) as i32,
@@ -184,20 +267,14 @@ impl Workload for Copy {
         )
     }
 
-    fn raw_process<'a>(
-        &self,
-        partition: i32,
-        key: Option<&'a [u8]>,
-        value: Option<&'a [u8]>,
-        out: &mut Vec<RawOut<'a>>,
-    ) {
-        out.push((partition, key, value));
-    }
-
     fn input_id(&self, partition: i32, key: Option<&[u8]>, value: Option<&[u8]>) -> Option<u64> {
         let id = Self::parse_id(key?)?;
         let ok = value == Some(line(id).as_bytes()) && partition >= 0;
         ok.then_some(id)
+    }
+
+    fn backlog_filter(&self, backlog: u64) -> Box<dyn Fn(&OutRecord) -> bool> {
+        Box::new(move |r| r.id.is_none_or(|id| id < backlog))
     }
 
     fn verify(&self, ids: u64, partitions: i32, output: &[OutRecord]) -> Verification {
@@ -235,6 +312,181 @@ impl Workload for Copy {
             .filter(|id| counts[*id as usize] == 0)
             .take(10)
             .collect();
+        v.out_of_order_partitions = bad_order.into_iter().collect();
+        v.out_of_order_partitions.sort_unstable();
+        v
+    }
+}
+
+/// Name of the word count's `key_by` (its repartition topic is `{group}-words-repartition`).
+const KEY_BY: &str = "words";
+/// Name of the word count's `count` (its changelog is named after it).
+const COUNT: &str = "count";
+
+/// Lower-case runs of letters and digits (the splitting of `examples/wordcount.rs`).
+fn words(line: &str) -> Vec<String> {
+    line.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// How many times each word of [`WORDS`] occurs in input records `0..ids`.
+fn word_counts(ids: u64) -> [u64; WORDS.len()] {
+    let mut counts = [0u64; WORDS.len()];
+    for id in 0..ids {
+        for w in line_words(id) {
+            counts[w] += 1;
+        }
+    }
+    counts
+}
+
+/// The stateful word count of `examples/wordcount.rs` on the copy's input: its output is
+/// `word → count so far` (decimal), one record per input word, partitioned by word.
+///
+/// Its `verify` maps the checks onto [`Verification`] per word, the sequence of counts in
+/// output order (all of a word's records are in one partition: the sink partitions by
+/// key): `expected` is the input's words, one count update each; `lost` the counts in
+/// `1..=n` never emitted (n: the word's occurrences in the input); `duplicates` a count
+/// emitted again, or above n (a word counted twice); `unexpected` a record that is no
+/// (known word, count ≥ 1), or a word in a second partition; `out_of_order_partitions`
+/// where a word's first emission of a count is below an earlier one; and
+/// `wrong_final_counts` the words whose last count is not n. Exact means every word's
+/// counts are exactly 1, 2, ..., n: nothing replayed into the state or the output.
+pub struct Wordcount {
+    /// Word → its index in [`WORDS`].
+    index: HashMap<&'static str, u32>,
+}
+
+impl Default for Wordcount {
+    fn default() -> Wordcount {
+        let index = WORDS
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (*w, i as u32))
+            .collect();
+        Wordcount { index }
+    }
+}
+
+impl Workload for Wordcount {
+    fn pipeline(&self, input: &str, output: &str) -> Pipeline {
+        Pipeline::from_topic(input, Serde::string())
+            .flat_map(|line: String| words(&line))
+            .key_by(
+                KEY_BY,
+                |w: &String| w.clone(),
+                Serde::string(),
+                Serde::string(),
+            )
+            .count(COUNT)
+            .map(|n: u64| n.to_string())
+            .to_topic(output, Serde::string(), Serde::string())
+    }
+
+    fn process_binary(&self) -> &'static str {
+        "wordcount"
+    }
+
+    fn process_args(&self, state_dir: &Path) -> Vec<OsString> {
+        vec![
+            "--member".into(),
+            "--state-dir".into(),
+            state_dir.as_os_str().to_owned(),
+        ]
+    }
+
+    fn internal_topics(&self, group: &str) -> Vec<String> {
+        vec![
+            format!("{group}-{KEY_BY}-repartition"),
+            exactly::framework::state::changelog::topic_name(group, COUNT, "counts"),
+        ]
+    }
+
+    fn copies_records(&self) -> bool {
+        false
+    }
+
+    fn input(&self, id: u64, partitions: i32) -> (i32, Vec<u8>, Vec<u8>) {
+        Copy.input(id, partitions)
+    }
+
+    fn input_id(&self, _: i32, _: Option<&[u8]>, _: Option<&[u8]>) -> Option<u64> {
+        None
+    }
+
+    fn count_of(&self, key: Option<&[u8]>, value: Option<&[u8]>) -> Option<(u32, u64)> {
+        let word = self.index.get(std::str::from_utf8(key?).ok()?)?;
+        let count = std::str::from_utf8(value?).ok()?.parse().ok()?;
+        Some((*word, count))
+    }
+
+    fn backlog_filter(&self, backlog: u64) -> Box<dyn Fn(&OutRecord) -> bool> {
+        let counts = word_counts(backlog);
+        Box::new(move |r| r.count.is_none_or(|(w, n)| n <= counts[w as usize]))
+    }
+
+    fn verify(&self, ids: u64, _partitions: i32, output: &[OutRecord]) -> Verification {
+        let expected = word_counts(ids);
+        let mut v = Verification {
+            expected: expected.iter().sum(),
+            output_records: output.len() as u64,
+            ..Default::default()
+        };
+        /// One word's output so far.
+        struct Seen {
+            partition: Option<i32>,
+            /// `emitted[c - 1]`: count c was emitted.
+            emitted: Vec<bool>,
+            /// The highest count emitted for the first time.
+            highest: u64,
+            last: Option<u64>,
+        }
+        let mut seen: Vec<Seen> = expected
+            .iter()
+            .map(|n| Seen {
+                partition: None,
+                emitted: vec![false; *n as usize],
+                highest: 0,
+                last: None,
+            })
+            .collect();
+        let mut bad_order: HashSet<i32> = HashSet::new();
+        for r in output {
+            let Some((w, n)) = r.count.filter(|(_, n)| *n >= 1) else {
+                v.unexpected += 1;
+                continue;
+            };
+            let s = &mut seen[w as usize];
+            if *s.partition.get_or_insert(r.partition) != r.partition {
+                v.unexpected += 1;
+                continue;
+            }
+            s.last = Some(n);
+            match s.emitted.get_mut(n as usize - 1) {
+                Some(e) if !*e => {
+                    *e = true;
+                    if n < s.highest {
+                        bad_order.insert(r.partition);
+                    }
+                    s.highest = s.highest.max(n);
+                }
+                // Emitted before, or beyond the input's count.
+                _ => v.duplicates += 1,
+            }
+        }
+        for (w, s) in seen.iter().enumerate() {
+            v.lost += s.emitted.iter().filter(|e| !**e).count() as u64;
+            if s.last.unwrap_or(0) != expected[w] && v.wrong_final_counts.len() < 10 {
+                v.wrong_final_counts.push(format!(
+                    "{}: last {}, expected {}",
+                    WORDS[w],
+                    s.last.map_or("none".into(), |n| n.to_string()),
+                    expected[w]
+                ));
+            }
+        }
         v.out_of_order_partitions = bad_order.into_iter().collect();
         v.out_of_order_partitions.sort_unstable();
         v
