@@ -8,7 +8,6 @@
 
 mod common;
 
-use common::copy_check::wait_until_committed;
 use common::*;
 use exactly::framework::{Error, Worker};
 use exactly::operators::{live_tables, Table};
@@ -135,6 +134,24 @@ fn read_output(b: &str, topic: &str) -> Multiset {
     got
 }
 
+/// Waits until the group has committed the whole input, failing at once with the worker's
+/// error if it stops meanwhile.
+fn wait_committed_while_running(w: Worker, b: &str, group: &str, input: &str) -> Worker {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while !caught_up(b, group, input).unwrap() {
+        if w.is_finished() {
+            panic!("the worker stopped: {:?}", w.join());
+        }
+        assert!(
+            Instant::now() < give_up,
+            "{input} not committed within 120 s: committed {:?}",
+            committed_offsets(b, group, input).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w
+}
+
 /// Waits (bounded) until the worker has stopped on its own, and returns its error.
 fn failure_of(w: Worker) -> Error {
     let give_up = Instant::now() + Duration::from_secs(90);
@@ -210,7 +227,7 @@ fn join_meets_the_final_table_exactly_once_across_a_rebalance() {
     let w2_stats = w2.stats();
     w2.join().unwrap();
     last.join().unwrap();
-    wait_until_committed(&b, &group, &input, Duration::from_secs(120));
+    let w1 = wait_committed_while_running(w1, &b, &group, &input);
     let w1_stats = w1.stats();
     w1.stop();
     w1.join().unwrap();
@@ -276,7 +293,7 @@ fn a_missing_table_topic_stops_the_worker_naming_it() {
 }
 
 #[test]
-fn an_undecodable_table_record_stops_the_worker_naming_it() {
+fn an_undecodable_table_record_stops_the_worker_naming_it_until_its_key_is_rewritten() {
     init_tracing();
     let b = brokers();
     let input = new_topic(&b, "join-bad-in", 1);
@@ -284,20 +301,27 @@ fn an_undecodable_table_record_stops_the_worker_naming_it() {
     let table_topic = unique_name("join-bad-table");
     create_topic_with(&b, &table_topic, 1, &[("cleanup.policy", "compact")]).unwrap();
     let dir = std::env::temp_dir().join(unique_name("exactly-join-bad"));
-    let good = customer(0, "v1");
+    let group = unique_name("join-bad");
+    let (c0, c1) = (customer(0, "v1"), customer(1, "v1"));
     produce(
         &b,
         &table_topic,
         [
-            (Some(0), Some("c0"), good.as_str()),
+            (Some(0), Some("c0"), c0.as_str()),
             (Some(0), Some("c1"), "not json"),
         ],
     )
     .unwrap();
-    produce(&b, &input, [(None, Some("c0"), "o1")]).unwrap();
+    produce(
+        &b,
+        &input,
+        [(None, Some("c0"), "o1"), (None, Some("c1"), "o2")],
+    )
+    .unwrap();
     let table = Table::topic(&table_topic, Serde::string(), Serde::json::<Customer>());
-    let w = Runtime::new(Config::new(unique_name("join-bad"), &b).with_state_dir(&dir))
-        .spawn(pipeline(&input, &output, table))
+    let config = Config::new(&group, &b).with_state_dir(&dir);
+    let w = Runtime::new(config.clone())
+        .spawn(pipeline(&input, &output, table.clone()))
         .unwrap();
     match failure_of(w) {
         Error::Decode {
@@ -313,6 +337,25 @@ fn an_undecodable_table_record_stops_the_worker_naming_it() {
         other => panic!("expected a Decode error, got {other}"),
     }
     assert!(read_output(&b, &output).is_empty(), "nothing is joined");
+
+    // The repair: a valid value for the key. The bad record is still in the log (the
+    // active segment is not compacted), but it is replaced, so the next start succeeds and
+    // the orders left uncommitted are joined against the repaired table.
+    produce(&b, &table_topic, [(Some(0), Some("c1"), c1.as_str())]).unwrap();
+    let w = Runtime::new(config)
+        .spawn(pipeline(&input, &output, table))
+        .unwrap();
+    let w = wait_committed_while_running(w, &b, &group, &input);
+    w.stop();
+    w.join().unwrap();
+    let got: Vec<_> = read_output(&b, &output).into_iter().collect();
+    assert_eq!(
+        got,
+        [
+            (("c0".into(), "o1|name-0|v1".into()), 1),
+            (("c1".into(), "o2|name-1|v1".into()), 1),
+        ]
+    );
     let _ = delete_topic(&b, &[&input, &output, &table_topic]);
     let _ = std::fs::remove_dir_all(dir);
 }
