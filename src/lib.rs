@@ -40,5 +40,5 @@ pub mod prelude {
         Codec, Collector, Config, Context, Guarantee, Operator, Partitioning, Pipeline, Record,
         Runtime, Serde, Sink, Stream,
     };
-    pub use exactly_operators::StreamExt;
+    pub use exactly_operators::{StreamExt, Table};
 }

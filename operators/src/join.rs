@@ -39,9 +39,10 @@
 //!   with its own consumer: `read_committed` (records of aborted transactions never reach
 //!   the table), from the beginning, assigned every partition at start (partitions added
 //!   later are not read until the process restarts). A null value (a tombstone) deletes
-//!   the key; a record without a key is skipped with a warning (a compacted topic cannot
-//!   hold one). The table topic is not part of the consumer group, and no offset of it is
-//!   ever committed.
+//!   the key; a record without a key is skipped with a warning and counted in
+//!   `exactly_table_records_skipped_total{topic}` (a compacted topic cannot hold one). The
+//!   table topic is not part of the consumer group, and no offset of it is ever committed.
+//!   The gauge `exactly_table_rows{topic}` follows the row count.
 //! - **Bootstrap**: the first task that needs the table (in `on_assign`, before its first
 //!   record is processed) takes the high watermarks of every table partition and waits
 //!   until the reader has read up to them. A fresh worker therefore never joins against a
@@ -70,11 +71,12 @@
 //!
 //! - The table topic is missing: [`Error::MissingTopic`] from `on_assign`; the worker stops.
 //! - A table record whose key or value does not decode: [`Error::Decode`] naming the table
-//!   topic, partition and offset. Nothing is skipped silently: during the bootstrap the
-//!   worker stops at once; afterwards the reader stops and every join task of the process
-//!   fails at its next record, so no stream record meets a table that lacks an update.
-//!   Repair it by writing a valid value (or a tombstone) for that key: compaction keeps
-//!   only the latest value of a key.
+//!   topic, partition and offset. Nothing is skipped silently. Met during the bootstrap, it
+//!   is fatal when the bootstrap ends unless a later record of the same key replaced it —
+//!   so writing a valid value (or a tombstone) for that key repairs the table at the next
+//!   start, before compaction removes the bad record. Met afterwards, the reader stops and
+//!   every join task of the process fails at its next record, so no stream record meets a
+//!   table that lacks an update.
 //! - Under the test harness (no Kafka: [`Context::config`] is `None`) a topic table is an
 //!   [`Error::Config`]; give the operator a [`Table::in_memory`] or a [`MemoryTable`].
 
@@ -795,6 +797,7 @@ where
         keep_alive,
         started: Instant::now(),
         skipped: 0,
+        unresolved: Unresolved::default(),
     };
     std::thread::Builder::new()
         .name("exactly-table".into())
@@ -890,6 +893,36 @@ fn apply_record<K: Eq + Hash + 'static, T: 'static>(
     }
 }
 
+/// Undecodable table records met during the bootstrap, by raw key: each is forgiven when a
+/// later record of the same key replaces it (the repair of a bad record: compaction removes
+/// it only later), and fatal if any is left when the bootstrap ends.
+#[derive(Debug, Default)]
+struct Unresolved(HashMap<Vec<u8>, Failure>);
+
+impl Unresolved {
+    /// A record of `key` applied: it replaces an earlier bad one.
+    fn replaced(&mut self, key: Option<&[u8]>) {
+        if let (false, Some(k)) = (self.0.is_empty(), key) {
+            self.0.remove(k);
+        }
+    }
+
+    /// A record of `key` did not decode.
+    fn bad(&mut self, key: Option<&[u8]>, failure: Failure) {
+        self.0.insert(key.unwrap_or_default().to_vec(), failure);
+    }
+
+    /// The first bad record left (by partition and offset).
+    fn first(&self) -> Option<&Failure> {
+        self.0.values().min_by_key(|f| match f {
+            Failure::Decode {
+                partition, offset, ..
+            } => (*partition, *offset),
+            Failure::Reader(_) => (i32::MIN, i64::MIN),
+        })
+    }
+}
+
 /// The reader thread of one materialisation.
 struct Reader<K, T> {
     consumer: BaseConsumer,
@@ -903,6 +936,8 @@ struct Reader<K, T> {
     started: Instant,
     /// Records without a key, skipped.
     skipped: u64,
+    /// Bad records of the bootstrap not yet replaced.
+    unresolved: Unresolved,
 }
 
 impl<K, T> Reader<K, T>
@@ -915,6 +950,7 @@ where
         let _span = tracing::info_span!("table", topic = %topic).entered();
         let mut since_check = 0u32;
         let mut last_warning: Option<Instant> = None;
+        let mut last_gauge = Instant::now();
         if self.behind.is_empty() {
             self.loaded();
         }
@@ -949,7 +985,14 @@ where
                                 );
                             }
                         }
-                        Ok(_) => {}
+                        Ok(_) => self.unresolved.replaced(m.key()),
+                        Err(f) if !self.behind.is_empty() => {
+                            tracing::warn!(
+                                ?f,
+                                "undecodable table record: fatal at the end of the bootstrap unless a later record of its key replaces it"
+                            );
+                            self.unresolved.bad(m.key(), f);
+                        }
                         Err(f) => return self.fail(f),
                     }
                     since_check += 1;
@@ -973,18 +1016,25 @@ where
             if check {
                 since_check = 0;
                 if !self.behind.is_empty() {
-                    self.check_progress();
+                    if let Err(f) = self.check_progress() {
+                        return self.fail(f);
+                    }
+                }
+                if last_gauge.elapsed() >= Duration::from_secs(1) {
+                    self.publish_rows(self.table.rows.len());
+                    last_gauge = Instant::now();
                 }
             }
         }
     }
 
     /// Drops the partitions whose position reached their bootstrap high watermark; the
-    /// table is loaded when none is left. Under `read_committed` the position passes
-    /// control records and aborted transactions, which are never delivered.
-    fn check_progress(&mut self) {
+    /// table is loaded when none is left, unless a bad record was left unreplaced. Under
+    /// `read_committed` the position passes control records and aborted transactions,
+    /// which are never delivered.
+    fn check_progress(&mut self) -> std::result::Result<(), Failure> {
         let Ok(positions) = self.consumer.position() else {
-            return;
+            return Ok(());
         };
         let topic = &self.table.topic;
         self.behind.retain(|p, hw| {
@@ -992,16 +1042,25 @@ where
             !matches!(position, Some(Offset::Offset(o)) if o >= *hw)
         });
         if self.behind.is_empty() {
+            if let Some(f) = self.unresolved.first() {
+                return Err(f.clone());
+            }
             self.loaded();
         }
+        Ok(())
     }
 
     fn loaded(&self) {
         let rows = self.table.rows.len();
         lock(&self.table.status).loaded = true;
         self.table.changed.notify_all();
-        metrics::gauge!("exactly_table_rows", "topic" => self.table.topic.clone()).set(rows as f64);
+        self.publish_rows(rows);
         tracing::info!(rows, took = ?self.started.elapsed(), skipped = self.skipped, "table loaded");
+    }
+
+    /// The gauge `exactly_table_rows{topic}`.
+    fn publish_rows(&self, rows: usize) {
+        metrics::gauge!("exactly_table_rows", "topic" => self.table.topic.clone()).set(rows as f64);
     }
 
     /// Whether the table has been unused for its keep-alive; if so it is unregistered (no
@@ -1018,6 +1077,7 @@ where
             return false;
         }
         self.unregister(&mut registry);
+        self.publish_rows(0);
         tracing::info!(rows = self.table.rows.len(), "table unused: reader stopped");
         true
     }
@@ -1034,16 +1094,18 @@ where
         }
     }
 
-    /// Records the failure for every user, and stops: a new task starts a new reader.
+    /// Records the failure for every user, and stops. The table is unregistered first, so a
+    /// task assigned after the failure is reported starts a new reader.
     fn fail(self, failure: Failure) {
         tracing::error!(
             ?failure,
             "table reader stopped: every join task using this table fails at its next record"
         );
+        self.unregister(&mut lock(registry()));
+        self.publish_rows(0);
         lock(&self.table.status).failure = Some(failure);
         self.table.failed.store(true, Ordering::Release);
         self.table.changed.notify_all();
-        self.unregister(&mut lock(registry()));
     }
 }
 
@@ -1188,5 +1250,35 @@ mod tests {
             }
         ));
         assert_eq!(rows.len(), 1, "a bad record changes nothing");
+    }
+
+    #[test]
+    fn a_bad_table_record_is_forgiven_only_when_its_key_is_written_again() {
+        let bad = |partition, offset| Failure::Decode {
+            part: "value",
+            partition,
+            offset,
+            message: "invalid JSON".into(),
+        };
+        let mut u = Unresolved::default();
+        u.bad(Some(b"a"), bad(0, 7));
+        u.bad(Some(b"b"), bad(1, 3));
+        u.replaced(Some(b"c"));
+        u.replaced(None);
+        assert_eq!(
+            u.first(),
+            Some(&bad(0, 7)),
+            "the first by partition and offset"
+        );
+        u.replaced(Some(b"a"));
+        assert_eq!(u.first(), Some(&bad(1, 3)));
+        u.bad(Some(b"b"), bad(1, 9));
+        assert_eq!(
+            u.first(),
+            Some(&bad(1, 9)),
+            "a later bad record of the key replaces it"
+        );
+        u.replaced(Some(b"b"));
+        assert_eq!(u.first(), None);
     }
 }
