@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::copy_check::wait_until_committed;
+use common::copy_check::wait_until_committed_by;
 use common::*;
 use exactly::framework::testing::Harness;
 use exactly::framework::{Operator, Record};
@@ -74,7 +74,13 @@ impl Case {
         w2.stop();
         w2.join().expect("the second worker");
         send(&input[2 * third..]);
-        wait_until_committed(&self.b, &self.group, &self.input, Duration::from_secs(120));
+        wait_until_committed_by(
+            &self.b,
+            &self.group,
+            &self.input,
+            Duration::from_secs(120),
+            &[&w1],
+        );
         w1.stop();
         let processed = w1.stats().records_in;
         w1.join().expect("the first worker");

@@ -52,7 +52,7 @@ fn copy_is_exact_while_a_worker_joins_and_leaves() {
     }
     assert_eq!(feeder.join(), total);
     eprintln!("feed done at {:?}", started.elapsed());
-    wait_until_committed(&b, &group, &input, Duration::from_secs(120));
+    wait_until_committed_by(&b, &group, &input, Duration::from_secs(120), &[&w1, &w2]);
     eprintln!("all committed at {:?}", started.elapsed());
     let (s1, s2) = (w1.stats(), w2.stats());
     w1.stop();

@@ -59,12 +59,8 @@ pub(crate) fn ensure_topic(
             }
         }
     }
-    let found = crate::source::partition_count(
-        admin.inner(),
-        &config.brokers,
-        topic,
-        Duration::from_secs(30),
-    )?;
+    // Also when another worker created it a moment ago.
+    let found = wait_until_usable(&admin, config, topic)?;
     if found != partitions {
         return Err(Error::config(
             "internal topics",
@@ -99,4 +95,40 @@ pub(crate) fn ensure_topic(
         }
     }
     Ok(())
+}
+
+/// After CreateTopics succeeded the topic can still be missing from metadata, or its
+/// partitions leaderless, for a moment: using it then fails (a restore, a produce). Waits
+/// until every partition has a leader, up to 30 s; returns the partition count.
+fn wait_until_usable(
+    admin: &AdminClient<DefaultClientContext>,
+    config: &Config,
+    topic: &str,
+) -> Result<usize> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|m| {
+                let t = m.topics().iter().find(|t| t.name() == topic)?;
+                let parts = t.partitions();
+                (t.error().is_none() && !parts.is_empty() && parts.iter().all(|p| p.leader() >= 0))
+                    .then_some(parts.len())
+            });
+        if let Some(found) = ready {
+            return Ok(found);
+        }
+        if std::time::Instant::now() > deadline {
+            return crate::source::partition_count(
+                admin.inner(),
+                &config.brokers,
+                topic,
+                Duration::from_secs(5),
+            );
+        }
+        // Metadata propagation has no event to wait on: poll it.
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -145,8 +145,26 @@ impl Feeder {
 
 /// Waits until the group has committed everything in `topic` (see `testkit::caught_up`).
 pub fn wait_until_committed(brokers: &str, group: &str, topic: &str, deadline: Duration) {
+    wait_until_committed_by(brokers, group, topic, deadline, &[]);
+}
+
+/// As [`wait_until_committed`], failing at once (with its error) when one of `workers`
+/// has stopped: nobody would commit the rest.
+pub fn wait_until_committed_by(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    deadline: Duration,
+    workers: &[&exactly::Worker],
+) {
     let give_up = Instant::now() + deadline;
     while !caught_up(brokers, group, topic).unwrap() {
+        if let Some(w) = workers.iter().find(|w| w.is_finished()) {
+            panic!(
+                "a worker stopped before {topic} was processed: {:?}",
+                w.stats()
+            );
+        }
         assert!(
             Instant::now() < give_up,
             "group {group} did not commit the end of {topic} within {deadline:?}: committed {:?}, ends {:?}",

@@ -206,6 +206,13 @@ impl Committer {
             }
         }
         let offsets = next_offsets(tasks)?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let cycle: Vec<String> = tasks
+                .values()
+                .filter_map(|t| Some(format!("{}: {}..{}", t.id, t.cycle_start?, t.next_offset)))
+                .collect();
+            tracing::debug!(?cycle, "committing");
+        }
         let producer = &self.producer.producer;
         match self.guarantee {
             Guarantee::ExactlyOnce => {
@@ -309,6 +316,7 @@ impl Committer {
             }
         }
         if rewind.count() > 0 {
+            tracing::debug!(rewind = ?rewind.elements().iter().map(|e| (e.topic().to_string(), e.partition(), e.offset())).collect::<Vec<_>>(), "rewinding");
             let result = consumer
                 .seek_partitions(rewind, self.timeout)
                 .map_err(|e| Error::kafka(KafkaOp::Seek, e))?;
