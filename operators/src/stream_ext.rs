@@ -91,6 +91,13 @@ pub trait StreamExt<K, V>: Sized {
         K: Serialize + DeserializeOwned + Clone;
 
     /// Emits `f(value)` when it is `Some`, drops the record otherwise. See [`FilterMap`].
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::StreamExt;
+    /// let numbers = Pipeline::from_topic("lines", Serde::string())
+    ///     .filter_map(|line: String| line.trim().parse::<i64>().ok()); // drops what does not parse
+    /// ```
     fn filter_map<V2, F>(self, f: F) -> Stream<K, V2>
     where
         V2: Send + 'static,
@@ -109,6 +116,14 @@ pub trait StreamExt<K, V>: Sized {
 
     /// Combines each key's values with `f(previous, value)`, emitting the result. State
     /// `reduced`. See [`Reduce`].
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::StreamExt;
+    /// // The largest amount per account so far.
+    /// let maxima = Pipeline::from_topic_with_key("amounts", Serde::string(), Serde::json::<i64>())
+    ///     .reduce("max-amount", |a: i64, b: i64| a.max(b));
+    /// ```
     fn reduce<F>(self, name: &str, f: F) -> Stream<K, V>
     where
         K: Serialize + DeserializeOwned + Clone,
@@ -117,6 +132,14 @@ pub trait StreamExt<K, V>: Sized {
 
     /// Folds each key's values into `fold(acc, value)` from `init()`, emitting the
     /// accumulator. State `aggregates`. See [`Aggregate`].
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::StreamExt;
+    /// // (count, sum) per account.
+    /// let totals = Pipeline::from_topic_with_key("amounts", Serde::string(), Serde::json::<i64>())
+    ///     .aggregate("totals", || (0u64, 0i64), |(n, sum), amount: i64| (n + 1, sum + amount));
+    /// ```
     fn aggregate<A, I, F>(self, name: &str, init: I, fold: F) -> Stream<K, A>
     where
         K: Serialize + DeserializeOwned + Clone,
@@ -126,6 +149,14 @@ pub trait StreamExt<K, V>: Sized {
 
     /// Drops a record when its key was let through less than `horizon` earlier (stream
     /// time). See [`Dedup`].
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::StreamExt;
+    /// // Events keyed by event id: drop re-sends within an hour.
+    /// let unique = Pipeline::from_topic_with_key("events", Serde::string(), Serde::bytes())
+    ///     .dedup("dedup", std::time::Duration::from_secs(3600));
+    /// ```
     fn dedup(self, name: &str, horizon: Duration) -> Stream<K, V>
     where
         K: Serialize + DeserializeOwned;
@@ -147,6 +178,20 @@ pub trait StreamExt<K, V>: Sized {
         F: Fn(A, V) -> A + Send + Sync + 'static;
 
     /// Counts each key's records per tumbling or hopping window.
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::StreamExt;
+    /// use exactly_operators::Windows;
+    ///
+    /// // Page views per page and minute, final once the minute is 10 s behind the stream.
+    /// let per_minute = Pipeline::from_topic_with_key("views", Serde::string(), Serde::string())
+    ///     .window_count(
+    ///         "views-per-minute",
+    ///         Windows::tumbling(std::time::Duration::from_secs(60))
+    ///             .out_of_orderness(std::time::Duration::from_secs(10)),
+    ///     );
+    /// ```
     fn window_count(self, name: &str, windows: Windows<K, V, Time>) -> Stream<Windowed<K>, u64>
     where
         K: Serialize + DeserializeOwned + Clone,
@@ -171,6 +216,16 @@ pub trait StreamExt<K, V>: Sized {
         M: Fn(A, A) -> A + Send + Sync + 'static;
 
     /// Counts each key's records per session.
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::StreamExt;
+    /// use exactly_operators::Windows;
+    ///
+    /// // Clicks per user session (30 minutes of inactivity end a session).
+    /// let sessions = Pipeline::from_topic_with_key("clicks", Serde::string(), Serde::string())
+    ///     .session_count("sessions", Windows::session(std::time::Duration::from_secs(1800)));
+    /// ```
     fn session_count(self, name: &str, windows: Windows<K, V, Session>) -> Stream<Windowed<K>, u64>
     where
         K: Serialize + DeserializeOwned + Clone,
