@@ -2,7 +2,7 @@
 //!
 //! Metric names (all prefixed `exactly_`): `records_in_total`, `records_out_total`,
 //! `transactions_committed_total`, `transactions_aborted_total`, `commit_latency_seconds`
-//! (histogram), `rebalances_total`, `rebalance_pause_seconds` (histogram: how long
+//! (histogram), `rebalances_total`, `duplicate_deliveries_skipped_total`, `rebalance_pause_seconds` (histogram: how long
 //! processing stopped in the revoke callback), `partition_lag{topic, partition}` (gauge, from
 //! librdkafka's statistics every 5 s). Install any `metrics` recorder to collect them, for
 //! example [`install_prometheus`](crate::observability::install_prometheus).
@@ -24,6 +24,7 @@ pub struct Stats {
     pub(crate) restores: AtomicU64,
     pub(crate) restored_records: AtomicU64,
     pub(crate) restore_nanos: AtomicU64,
+    pub(crate) duplicate_deliveries: AtomicU64,
 }
 
 /// A point-in-time copy of a worker's [`Stats`].
@@ -51,6 +52,8 @@ pub struct StatsSnapshot {
     pub restored_records: u64,
     /// Total time spent opening states on assignment (replay included).
     pub restore_time: Duration,
+    /// Messages the consumer delivered a second time, skipped (see docs/architecture.md).
+    pub duplicate_deliveries_skipped: u64,
 }
 
 impl Stats {
@@ -69,6 +72,7 @@ impl Stats {
             restores: get(&self.restores),
             restored_records: get(&self.restored_records),
             restore_time: Duration::from_nanos(get(&self.restore_nanos)),
+            duplicate_deliveries_skipped: get(&self.duplicate_deliveries),
         }
     }
 
@@ -84,6 +88,11 @@ impl Stats {
     pub(crate) fn aborted(&self) {
         self.aborts.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("exactly_transactions_aborted_total").increment(1);
+    }
+
+    pub(crate) fn duplicate_delivery(&self) {
+        self.duplicate_deliveries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("exactly_duplicate_deliveries_skipped_total").increment(1);
     }
 
     pub(crate) fn rebalanced(&self, pause: Duration) {

@@ -58,7 +58,7 @@ impl WorkerState {
         {
             if m.offset() < task.next_offset {
                 tracing::warn!(task = %task.id, offset = m.offset(), next = task.next_offset, "skipping a message the consumer delivered twice");
-                metrics::counter!("exactly_duplicate_deliveries_skipped_total").increment(1);
+                self.stats.duplicate_delivery();
                 return Ok(());
             }
         }
