@@ -147,6 +147,9 @@ pub struct Args {
     /// Commit interval of the framework (and auto-commit interval of the raw baseline), ms.
     #[arg(long, default_value_t = 100)]
     pub commit_interval_ms: u64,
+    /// Partition assignment of every worker, raw ones included.
+    #[arg(long, value_enum, default_value = "cooperative-sticky")]
+    pub assignment: fleet::AssignmentArg,
     /// Consumer session timeout, ms (the framework's default is 45000).
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
@@ -272,6 +275,7 @@ fn raw_worker_process(args: &Args) -> anyhow::Result<()> {
         instance: args.raw_instance.clone(),
         commit_interval_ms: args.commit_interval_ms,
         session_timeout_ms: args.session_timeout_ms,
+        assignment: args.assignment,
         producer_props: args.producer_props.clone(),
         consumer_props: args.consumer_props.clone(),
     };
@@ -543,14 +547,23 @@ fn setup_line(args: &Args) -> String {
         props.push("librdkafka defaults".into());
     }
     format!(
-        "`{:?}` pipeline, {} records, {} partitions, {} {} workers ({} membership, cooperative-sticky); {mode}; \
+        "`{:?}` pipeline, {} records, {} partitions, {} {} workers ({} membership, {}); {mode}; \
          commit interval {} ms; session timeout {} ms; {}; {} cores shared with the broker. {}.",
         args.pipeline,
         args.records(),
         args.partitions,
         args.workers,
-        if args.kill_restart { "process" } else { "in-process" },
-        if args.static_membership { "static" } else { "dynamic" },
+        if args.kill_restart {
+            "process"
+        } else {
+            "in-process"
+        },
+        if args.static_membership {
+            "static"
+        } else {
+            "dynamic"
+        },
+        args.assignment.librdkafka(),
         args.commit_interval_ms,
         args.session_timeout_ms,
         props.join(", "),
@@ -644,7 +657,7 @@ fn build_report(args: &Args, brokers: &str, runs: Vec<RunResult>, started: Insta
         "mode": if args.kill_restart { "kill_restart" } else { "join_leave" },
         "workers_are": if args.kill_restart { "processes" } else { "in_process" },
         "static_membership": args.static_membership,
-        "assignment": "cooperative_sticky",
+        "assignment": args.assignment,
         "commit_interval_ms": args.commit_interval_ms,
         "session_timeout_ms": args.session_timeout_ms,
         "live_seconds": args.live_seconds,

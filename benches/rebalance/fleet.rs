@@ -45,6 +45,38 @@ impl Kind {
     }
 }
 
+/// `--assignment`: the partition assignment strategy of every worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AssignmentArg {
+    /// Incremental: only moved partitions stop (the framework's default).
+    CooperativeSticky,
+    /// Eager, per topic: each topic's partitions split evenly over the members.
+    Range,
+    /// Eager round robin over all topics' partitions.
+    Roundrobin,
+}
+
+impl AssignmentArg {
+    /// The framework's setting.
+    pub fn framework(self) -> exactly::Assignment {
+        match self {
+            AssignmentArg::CooperativeSticky => exactly::Assignment::CooperativeSticky,
+            AssignmentArg::Range => exactly::Assignment::Range,
+            AssignmentArg::Roundrobin => exactly::Assignment::RoundRobin,
+        }
+    }
+
+    /// librdkafka's `partition.assignment.strategy`.
+    pub fn librdkafka(self) -> &'static str {
+        match self {
+            AssignmentArg::CooperativeSticky => "cooperative-sticky",
+            AssignmentArg::Range => "range",
+            AssignmentArg::Roundrobin => "roundrobin",
+        }
+    }
+}
+
 /// Settings of a raw-baseline worker (also the command line of a raw worker process).
 #[derive(Debug, Clone)]
 pub struct RawSettings {
@@ -55,6 +87,7 @@ pub struct RawSettings {
     pub instance: Option<String>,
     pub commit_interval_ms: u64,
     pub session_timeout_ms: u64,
+    pub assignment: AssignmentArg,
     pub producer_props: Vec<(String, String)>,
     pub consumer_props: Vec<(String, String)>,
 }
@@ -74,7 +107,7 @@ pub fn run_raw_worker(
         .set("enable.auto.offset.store", "true")
         .set("auto.commit.interval.ms", s.commit_interval_ms.to_string())
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("partition.assignment.strategy", s.assignment.librdkafka())
         .set("session.timeout.ms", s.session_timeout_ms.to_string())
         .set("enable.partition.eof", "false");
     if let Some(id) = &s.instance {
@@ -203,6 +236,7 @@ pub struct FleetConfig {
     pub output: String,
     pub commit_interval_ms: u64,
     pub session_timeout_ms: u64,
+    pub assignment: AssignmentArg,
     pub producer_props: Vec<(String, String)>,
     pub consumer_props: Vec<(String, String)>,
     pub workload: Arc<dyn Workload>,
@@ -277,6 +311,7 @@ impl Fleet {
             .with_guarantee(g)
             .with_commit_interval(Duration::from_millis(c.commit_interval_ms))
             .with_session_timeout(Duration::from_millis(c.session_timeout_ms))
+            .with_assignment(c.assignment.framework())
             .with_state_dir(self.state_dir(slot));
         if let Some(id) = self.instance_id(slot) {
             config = config.with_group_instance_id(id);
@@ -309,6 +344,7 @@ impl Fleet {
             instance: self.instance_id(slot),
             commit_interval_ms: c.commit_interval_ms,
             session_timeout_ms: c.session_timeout_ms,
+            assignment: c.assignment,
             producer_props: c.producer_props.clone(),
             consumer_props: c.consumer_props.clone(),
         }
@@ -351,7 +387,8 @@ impl Fleet {
                     .args(["--guarantee", guarantee])
                     .args(["--commit-interval-ms", &c.commit_interval_ms.to_string()])
                     .args(["--session-timeout-ms", &c.session_timeout_ms.to_string()])
-                    .args(c.workload.process_args(&self.state_dir(slot)));
+                    .args(c.workload.process_args(&self.state_dir(slot)))
+                    .env("EXACTLY_ASSIGNMENT", c.assignment.librdkafka());
                 if let Some(id) = self.instance_id(slot) {
                     cmd.args(["--instance-id", &id]);
                 }
@@ -376,6 +413,7 @@ impl Fleet {
                     .args(["--raw-input", &s.input, "--raw-output", &s.output])
                     .args(["--commit-interval-ms", &s.commit_interval_ms.to_string()])
                     .args(["--session-timeout-ms", &s.session_timeout_ms.to_string()])
+                    .args(["--assignment", s.assignment.librdkafka()])
                     .args(&c.raw_child_args);
                 if let Some(id) = &s.instance {
                     cmd.args(["--raw-instance", id]);

@@ -423,6 +423,7 @@ pub fn run_one(ctx: &Ctx, spec: RunName) -> anyhow::Result<RunResult> {
             output: ctx.output.clone(),
             commit_interval_ms: args.commit_interval_ms,
             session_timeout_ms: args.session_timeout_ms,
+            assignment: args.assignment,
             producer_props: args.producer_props.clone(),
             consumer_props: args.consumer_props.clone(),
             workload: ctx.workload.clone(),
