@@ -752,7 +752,12 @@ where
         .create()
         .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
     let timeout = Duration::from_secs(10);
-    let partitions = table_partitions(&consumer, &config.brokers, topic, timeout)?;
+    let partitions = exactly_framework::source::topic_partitions(
+        consumer.client(),
+        &config.brokers,
+        topic,
+        timeout,
+    )?;
     // The bootstrap reads every partition up to its high watermark of this moment.
     let mut behind = HashMap::new();
     let mut tpl = TopicPartitionList::new();
@@ -804,49 +809,6 @@ where
         .spawn(move || reader.run())
         .map_err(|e| Error::Worker(format!("cannot start the table reader thread: {e}")))?;
     Ok(table)
-}
-
-/// The partitions of `topic`, or [`Error::MissingTopic`] / [`Error::Unreachable`].
-fn table_partitions(
-    consumer: &BaseConsumer,
-    brokers: &str,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<i32>> {
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| match e {
-            KafkaError::MetadataFetch(
-                RDKafkaErrorCode::OperationTimedOut
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::BrokerTransportFailure,
-            ) => Error::Unreachable {
-                brokers: brokers.to_string(),
-                message: format!("no broker answered within {timeout:?} ({e})"),
-            },
-            other => Error::kafka(KafkaOp::Metadata, other),
-        })?;
-    let missing = || Error::MissingTopic {
-        topic: topic.to_string(),
-        brokers: brokers.to_string(),
-    };
-    let t = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(missing)?;
-    match t.error() {
-        None if !t.partitions().is_empty() => Ok(t.partitions().iter().map(|p| p.id()).collect()),
-        None => Err(missing()),
-        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
-            Err(missing())
-        }
-        Some(e) => Err(Error::kafka(
-            KafkaOp::Metadata,
-            KafkaError::MetadataFetch(RDKafkaErrorCode::from(e)),
-        )),
-    }
 }
 
 /// What one table record did.

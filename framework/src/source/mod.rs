@@ -62,8 +62,7 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
         .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))
 }
 
-/// Returns the partition count of `topic`, or a clear error when the topic is missing or
-/// the brokers do not answer.
+/// Returns the partition count of `topic`; see [`topic_partitions`].
 ///
 /// # Errors
 /// [`Error::MissingTopic`] or [`Error::Unreachable`].
@@ -73,6 +72,24 @@ pub(crate) fn partition_count<C: ClientContext>(
     topic: &str,
     timeout: Duration,
 ) -> Result<usize> {
+    topic_partitions(client, brokers, topic, timeout).map(|p| p.len())
+}
+
+/// Returns the partition ids of `topic`, or a clear error when the topic is missing or the
+/// brokers (`brokers`, named in the error) do not answer within `timeout`.
+///
+/// Operators that open their own clients (a table reader, say) use it to fail with the
+/// same errors as the worker's own start-up checks.
+///
+/// # Errors
+/// [`Error::MissingTopic`] or [`Error::Unreachable`]; [`Error::Kafka`] for any other
+/// metadata error.
+pub fn topic_partitions<C: ClientContext>(
+    client: &Client<C>,
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>> {
     let metadata = client
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| match e {
@@ -96,7 +113,7 @@ pub(crate) fn partition_count<C: ClientContext>(
         .find(|t| t.name() == topic)
         .ok_or_else(missing)?;
     match t.error() {
-        None if !t.partitions().is_empty() => Ok(t.partitions().len()),
+        None if !t.partitions().is_empty() => Ok(t.partitions().iter().map(|p| p.id()).collect()),
         None => Err(missing()),
         Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
             Err(missing())
