@@ -107,14 +107,17 @@ pub fn run_raw_worker(
         .set("enable.auto.offset.store", "true")
         .set("auto.commit.interval.ms", s.commit_interval_ms.to_string())
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", s.assignment.librdkafka())
-        .set("session.timeout.ms", s.session_timeout_ms.to_string())
         .set("enable.partition.eof", "false");
     if let Some(id) = &s.instance {
         cc.set("group.instance.id", id);
     }
     for (k, v) in &s.consumer_props {
         cc.set(k, v);
+    }
+    if cc.get("group.protocol").is_none_or(|p| p == "classic") {
+        // Under KIP-848 (`group.protocol=consumer`) the broker owns these settings.
+        cc.set("partition.assignment.strategy", s.assignment.librdkafka())
+            .set("session.timeout.ms", s.session_timeout_ms.to_string());
     }
     let consumer: BaseConsumer = cc.create().context("raw consumer")?;
     let mut pc = ClientConfig::new();

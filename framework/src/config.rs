@@ -106,7 +106,9 @@ pub struct Config {
     /// a partition that moves to another worker starts there with empty state: turn it off
     /// only when partitions are pinned to hosts.
     pub state_changelog: bool,
-    /// Partition assignment strategy (default cooperative-sticky).
+    /// Partition assignment strategy (default cooperative-sticky). Not sent under the
+    /// KIP-848 protocol (consumer property `group.protocol=consumer`), where the broker
+    /// assigns; `session_timeout_ms` and `heartbeat.interval.ms` are then broker settings too.
     pub assignment: Assignment,
     /// Static membership id (`group.instance.id`): a restart within the session timeout
     /// keeps the partitions without a rebalance. Must be unique per worker.

@@ -21,17 +21,21 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set(
-            "partition.assignment.strategy",
-            config.assignment_strategy(),
-        )
-        .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set(
             "max.poll.interval.ms",
             config.max_poll_interval_ms.to_string(),
         )
         .set("enable.partition.eof", "false");
     let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_consumer.contains_key(k);
-    if !user_set("heartbeat.interval.ms") {
+    let classic = c.get("group.protocol").is_none_or(|p| p == "classic");
+    if classic {
+        // Under KIP-848 (`group.protocol=consumer`) the broker owns these settings.
+        c.set(
+            "partition.assignment.strategy",
+            config.assignment_strategy(),
+        )
+        .set("session.timeout.ms", config.session_timeout_ms.to_string());
+    }
+    if classic && !user_set("heartbeat.interval.ms") {
         // librdkafka's 3 s default makes every cooperative rebalance (two rounds, noticed at
         // the next heartbeat) pause moved partitions for seconds.
         c.set(
@@ -122,5 +126,25 @@ pub fn topic_partitions<C: ClientContext>(
             KafkaOp::Metadata,
             KafkaError::MetadataFetch(RDKafkaErrorCode::from(e)),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::consumer::DefaultConsumerContext;
+
+    #[test]
+    fn the_kip_848_group_protocol_gets_no_classic_only_settings() {
+        // librdkafka refuses `session.timeout.ms`, `heartbeat.interval.ms` and
+        // `partition.assignment.strategy` at client creation under `group.protocol=consumer`
+        // (no broker is contacted here).
+        let config = Config::new("kip-848", "127.0.0.1:1")
+            .with_consumer_property("group.protocol", "consumer");
+        if let Err(e) = create_consumer(&config, DefaultConsumerContext) {
+            panic!("group.protocol=consumer was refused: {e}");
+        }
+        let classic = Config::new("classic", "127.0.0.1:1");
+        assert!(create_consumer(&classic, DefaultConsumerContext).is_ok());
     }
 }
