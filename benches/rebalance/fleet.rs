@@ -114,7 +114,10 @@ pub fn run_raw_worker(
     for (k, v) in &s.consumer_props {
         cc.set(k, v);
     }
-    if cc.get("group.protocol").is_none_or(|p| p == "classic") {
+    if cc
+        .get("group.protocol")
+        .is_none_or(|p| p.eq_ignore_ascii_case("classic"))
+    {
         // Under KIP-848 (`group.protocol=consumer`) the broker owns these settings.
         cc.set("partition.assignment.strategy", s.assignment.librdkafka())
             .set("session.timeout.ms", s.session_timeout_ms.to_string());

@@ -26,7 +26,9 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
         )
         .set("enable.partition.eof", "false");
     let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_consumer.contains_key(k);
-    let classic = c.get("group.protocol").is_none_or(|p| p == "classic");
+    let classic = c
+        .get("group.protocol")
+        .is_none_or(|p| p.eq_ignore_ascii_case("classic"));
     if classic {
         // Under KIP-848 (`group.protocol=consumer`) the broker owns these settings.
         c.set(
