@@ -113,3 +113,131 @@ fn a_wrong_config_value_is_rejected_before_anything_starts() {
         "{err}"
     );
 }
+
+#[test]
+fn properties_the_runtime_owns_are_refused_on_every_path() {
+    let base = || Config::new("app", "127.0.0.1:1");
+    let cases = [
+        (
+            base().with_consumer_property("group.id", "other"),
+            "group.id",
+            "application_id",
+        ),
+        (
+            base().with_consumer_property("isolation.level", "read_uncommitted"),
+            "isolation.level",
+            "guarantee",
+        ),
+        (
+            base().with_producer_property("transactional.id", "mine"),
+            "transactional.id",
+            "application_id",
+        ),
+        (
+            base().with_producer_property("enable.idempotence", "false"),
+            "enable.idempotence",
+            "guarantee",
+        ),
+        (
+            base().with_consumer_property("enable.auto.commit", "true"),
+            "enable.auto.commit",
+            "guarantee",
+        ),
+    ];
+    for (config, key, setting) in cases {
+        let err = Runtime::new(config)
+            .spawn(Pipeline::copy("in", "out"))
+            .expect_err(key)
+            .to_string();
+        assert_eq!(
+            err,
+            format!("invalid configuration `{key}`: is set by exactly; use the `{setting}` setting instead")
+        );
+    }
+    // The runtime bounds message.timeout.ms by the transaction timeout under ExactlyOnce.
+    let err = Runtime::new(base().with_producer_property("message.timeout.ms", "600000"))
+        .spawn(Pipeline::copy("in", "out"))
+        .expect_err("message.timeout.ms above transaction_timeout_ms")
+        .to_string();
+    assert!(
+        err.starts_with("invalid configuration `message.timeout.ms`")
+            && err.contains("transaction_timeout_ms"),
+        "{err}"
+    );
+    // A misspelled consumer or producer property fails at spawn(), naming it.
+    for config in [
+        base().with_consumer_property("fetch.max.bytez", "1"),
+        base().with_producer_property("lingerr.ms", "1"),
+    ] {
+        let err = Runtime::new(config)
+            .spawn(Pipeline::copy("in", "out"))
+            .expect_err("a misspelled property")
+            .to_string();
+        assert!(
+            err.contains("fetch.max.bytez") || err.contains("lingerr.ms"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn input_deleted_before_it_was_processed_stops_the_worker() {
+    init_tracing();
+    let b = brokers();
+    let input = new_topic(&b, "truncated-in", 1);
+    let output = new_topic(&b, "truncated-out", 1);
+    let group = unique_name("truncated");
+    let batch = |from: usize| (from..from + 100).map(|i| (Some(0), None::<&str>, format!("r{i}")));
+    produce(&b, &input, batch(0)).unwrap();
+    let w = Runtime::new(Config::new(&group, &b))
+        .spawn(Pipeline::copy(&input, &output))
+        .unwrap();
+    common::copy_check::wait_until_committed_by(&b, &group, &input, Duration::from_secs(60), &[&w]);
+    w.stop();
+    w.join().unwrap();
+    // While the application is away, records it never processed are deleted (retention,
+    // DeleteRecords): its committed offset 100 is now below the log start 150.
+    produce(&b, &input, batch(100)).unwrap();
+    delete_records(&b, &input, &[(0, 150)]).unwrap();
+    let w = Runtime::new(Config::new(&group, &b))
+        .spawn(Pipeline::copy(&input, &output))
+        .unwrap();
+    let err = stops_with_error(w, Duration::from_secs(30)).to_string();
+    assert!(
+        err.contains(&format!("{input}/0"))
+            && err.contains("committed offset 100")
+            && err.contains("log start 150"),
+        "{err}"
+    );
+    assert_eq!(
+        committed_offsets(&b, &group, &input).unwrap(),
+        vec![(0, Some(100))]
+    );
+    delete_topic(&b, &[&input, &output]).unwrap();
+}
+
+#[test]
+fn an_internal_replication_factor_the_cluster_cannot_meet_is_named() {
+    let b = brokers();
+    let input = new_topic(&b, "rf-in", 1);
+    let output = new_topic(&b, "rf-out", 1);
+    let group = unique_name("rf");
+    let pipeline = Pipeline::from_topic(&input, Serde::string())
+        .key_by(
+            "hop",
+            |v: &String| v.clone(),
+            Serde::string(),
+            Serde::string(),
+        )
+        .to_topic(&output, Serde::string(), Serde::string());
+    let w = Runtime::new(Config::new(&group, &b).with_internal_replication_factor(100))
+        .spawn(pipeline)
+        .unwrap();
+    let err = stops_with_error(w, Duration::from_secs(30)).to_string();
+    assert!(
+        err.contains("internal_replication_factor")
+            && err.contains(&format!("{group}-hop-repartition")),
+        "{err}"
+    );
+    delete_topic(&b, &[&input, &output]).unwrap();
+}

@@ -197,3 +197,42 @@ fn word_count_through_a_repartition_is_exact_under_sigkill() {
     c.cleanup();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn committed_repartition_records_are_purged() {
+    init_tracing();
+    let c = Corpus::load("repartition-purge", 2_000);
+    let dir = std::env::temp_dir().join(unique_name("exactly-repartition-purge"));
+    let config = Config::new(&c.group, &c.b)
+        .with_state_dir(&dir)
+        .with_repartition_purge_interval(Duration::from_millis(200));
+    let w = Runtime::new(config)
+        .spawn(wordcount(&c.input, &c.output))
+        .unwrap();
+    c.wait_done();
+    // Once committed, the hop's records are deleted up to the committed offsets.
+    let repartition = format!("{}-words-repartition", c.group);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = committed_offsets(&c.b, &c.group, &repartition).unwrap();
+        let marks = watermarks(&c.b, &repartition).unwrap();
+        let purged = marks.iter().all(|(p, low, _)| {
+            committed
+                .iter()
+                .any(|(cp, o)| cp == p && o.is_some_and(|o| o > 0 && *low >= o))
+        });
+        if purged {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not purged within 30 s: committed {committed:?}, watermarks {marks:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w.stop();
+    w.join().unwrap();
+    c.assert_exact();
+    c.cleanup();
+    let _ = std::fs::remove_dir_all(dir);
+}

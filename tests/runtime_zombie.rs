@@ -105,3 +105,86 @@ fn a_stalled_worker_is_fenced_and_the_output_stays_exact() {
     assert!(report.is_exact(), "{report:?}");
     delete_topic(&b, &[&input, &output]).unwrap();
 }
+
+/// A copier process without static membership.
+fn copier_member(
+    brokers: &str,
+    group: &str,
+    input: &str,
+    output: &str,
+    name: &str,
+) -> LoggedProcess {
+    let mut cmd = std::process::Command::new(copier_binary());
+    cmd.args(["--brokers", brokers, "--group", group])
+        .args(["--input", input, "--output", output])
+        .args([
+            "--session-timeout-ms",
+            "3000",
+            "--commit-interval-ms",
+            "1000",
+        ])
+        // Longer than the pause: only the group (not the transaction timeout) fences it.
+        .env("EXACTLY_TRANSACTION_TIMEOUT_MS", "60000");
+    LoggedProcess::spawn(cmd, &format!("{group}-{name}"))
+}
+
+#[test]
+fn a_member_paused_past_its_session_timeout_cannot_commit_after_its_partitions_moved() {
+    let b = brokers();
+    let input = new_topic(&b, "zombie-pause-in", 2);
+    let output = new_topic(&b, "zombie-pause-out", 2);
+    let group = unique_name("zombie-pause");
+    let feeder = Feeder::start(&b, &input, 2, 40_000, 4_000);
+    let zombie = copier_member(&b, &group, &input, &output, "zombie");
+    zombie.wait_started();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_offsets(&b, &group, &input)
+        .unwrap()
+        .iter()
+        .all(|(_, o)| o.is_none())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first member committed nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Paused (heartbeats included) with a transaction open: the group drops it after 3 s
+    // and gives its partitions to the successor.
+    unsafe {
+        libc::kill(zombie.child.id() as i32, libc::SIGSTOP);
+    }
+    let before: Vec<(i32, Option<i64>)> = committed_offsets(&b, &group, &input).unwrap();
+    let successor = copier_member(&b, &group, &input, &output, "successor");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = committed_offsets(&b, &group, &input).unwrap();
+        if now.iter().zip(&before).all(|(n, o)| n.1 > o.1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the successor did not take over: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The zombie wakes up with its old transaction and position.
+    unsafe {
+        libc::kill(zombie.child.id() as i32, libc::SIGCONT);
+    }
+    let fed = feeder.join();
+    wait_until_committed(&b, &group, &input, Duration::from_secs(120));
+    let mut zombie = zombie;
+    match zombie.wait_exit(Duration::ZERO) {
+        Some(status) => eprintln!(
+            "the zombie stopped by itself ({status}):\n{}",
+            zombie.tail(5)
+        ),
+        None => zombie.terminate_cleanly(),
+    }
+    successor.terminate_cleanly();
+    let report = compare_copy(&b, &input, &output);
+    assert_eq!(report.input as u64, fed);
+    assert!(report.is_exact(), "{report:?}");
+    delete_topic(&b, &[&input, &output]).unwrap();
+}

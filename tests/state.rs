@@ -6,134 +6,15 @@
 mod common;
 
 use common::copy_check::copier_binary;
+use common::counting::{Fixture, KEYS};
 use common::*;
 use exactly::framework::state::read_committed_state;
-use exactly::framework::{
-    Collector, Context, KeyedState, Operator, Record, StateDescriptor, StatsSnapshot,
-};
+use exactly::framework::{Collector, Context, KeyedState, Operator, Record, StateDescriptor};
 use exactly::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const KEYS: usize = 20;
-
-struct Fixture {
-    b: String,
-    input: String,
-    output: String,
-    group: String,
-    sent: BTreeMap<String, u64>,
-    dir: PathBuf,
-}
-
-impl Fixture {
-    fn new(name: &str) -> Fixture {
-        let b = brokers();
-        let dir = std::env::temp_dir().join(unique_name(&format!("exactly-state-{name}")));
-        Fixture {
-            input: new_topic(&b, &format!("{name}-in"), 2),
-            output: new_topic(&b, &format!("{name}-out"), 2),
-            group: unique_name(name),
-            sent: BTreeMap::new(),
-            dir,
-            b,
-        }
-    }
-
-    /// Sends `n` records with keys k0..k19, value "1", partitioned by key.
-    fn send(&mut self, n: usize) {
-        let records: Vec<(Option<i32>, Option<String>, String)> = (0..n)
-            .map(|i| {
-                let k = format!("k{}", (i * 7 + self.total() as usize) % KEYS);
-                *self.sent.entry(k.clone()).or_default() += 1;
-                (None, Some(k), "1".to_string())
-            })
-            .collect();
-        produce(&self.b, &self.input, records).unwrap();
-    }
-
-    fn total(&self) -> u64 {
-        self.sent.values().sum()
-    }
-
-    fn state_dir(&self, worker: &str) -> PathBuf {
-        self.dir.join(worker)
-    }
-
-    fn config(&self, worker: &str) -> Config {
-        Config::new(&self.group, &self.b)
-            .with_state_dir(self.state_dir(worker))
-            .with_commit_max_records(100)
-            .with_session_timeout(Duration::from_secs(6))
-    }
-
-    fn count_pipeline(&self) -> Pipeline {
-        Pipeline::from_topic_with_key(&self.input, Serde::string(), Serde::string())
-            .count("count")
-            .to_topic(&self.output, Serde::string(), Serde::json::<u64>())
-    }
-
-    /// Runs one in-process worker until everything sent is committed; returns its stats.
-    fn run_until_done(&self, worker: &str, pipeline: Pipeline) -> StatsSnapshot {
-        let w = Runtime::new(self.config(worker)).spawn(pipeline).unwrap();
-        common::copy_check::wait_until_committed(
-            &self.b,
-            &self.group,
-            &self.input,
-            Duration::from_secs(120),
-        );
-        let stats = w.stats();
-        w.stop();
-        w.join().unwrap();
-        stats
-    }
-
-    /// Every key's output is exactly 1, 2, ..., n (as JSON numbers), in order.
-    fn assert_output_exact(&self) {
-        let out = read_to_end(
-            &self.b,
-            &self.output,
-            Isolation::ReadCommitted,
-            READ_DEADLINE,
-        )
-        .unwrap();
-        let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for r in &out {
-            let k = String::from_utf8(r.key.clone().unwrap()).unwrap();
-            let v: u64 = String::from_utf8(r.value.clone().unwrap())
-                .unwrap()
-                .parse()
-                .unwrap();
-            per_key.entry(k).or_default().push(v);
-        }
-        assert_eq!(per_key.len(), self.sent.len(), "keys in the output");
-        for (k, n) in &self.sent {
-            let want: Vec<u64> = (1..=*n).collect();
-            assert_eq!(per_key.get(k), Some(&want), "output of key {k}");
-        }
-        assert_eq!(out.len() as u64, self.total());
-    }
-
-    fn assert_state_exact(&self, worker: &str, operator: &str, state: &str) {
-        let got: BTreeMap<Option<String>, u64> =
-            read_committed_state(&self.state_dir(worker), &self.group, operator, state).unwrap();
-        let want: BTreeMap<Option<String>, u64> = self
-            .sent
-            .iter()
-            .map(|(k, n)| (Some(k.clone()), *n))
-            .collect();
-        assert_eq!(got, want, "committed state of {worker}");
-    }
-
-    fn cleanup(&self) {
-        let changelog =
-            exactly::framework::state::changelog::topic_name(&self.group, "count", "counts");
-        let _ = delete_topic(&self.b, &[&self.input, &self.output, &changelog]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn state_moves_with_its_partition_and_returns_without_replay() {
@@ -315,6 +196,41 @@ fn a_crash_between_commit_and_state_apply_replays_only_the_missing_cycle() {
         read_committed_state(&f.state_dir("p"), &f.group, "keyed-sum", "sums").unwrap();
     let want: BTreeMap<String, i64> = f.sent.iter().map(|(k, n)| (k.clone(), *n as i64)).collect();
     assert_eq!(sums, want, "committed state of the restarted process");
+    f.cleanup();
+    let changelog = exactly::framework::state::changelog::topic_name(&f.group, "keyed-sum", "sums");
+    let _ = delete_topic(&f.b, &[&changelog]);
+}
+
+#[test]
+fn without_a_changelog_a_crash_after_commit_is_reported_at_restart() {
+    let mut f = Fixture::new("state-nolog");
+    f.send(1000);
+    let dir = f.state_dir("p");
+    // Commit 3 cycles of 100 records without a changelog; the process dies right after the
+    // 3rd commit, so the local store misses a committed cycle that nothing can replay.
+    let mut cmd = keyed_sum_command(&f, &dir, Some("w0"), 100);
+    cmd.env("EXACTLY_STATE_CHANGELOG", "false")
+        .env("EXACTLY_TEST_CRASH_AFTER_COMMITS", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let crashed = cmd.status().unwrap();
+    assert!(!crashed.success(), "the fault point must kill the process");
+
+    let mut cmd = keyed_sum_command(&f, &dir, Some("w0"), 100);
+    cmd.env("EXACTLY_STATE_CHANGELOG", "false");
+    let name = format!("{}-restart", f.group);
+    let mut restarted = LoggedProcess::spawn(cmd, &name);
+    let Some(status) = restarted.wait_exit(Duration::from_secs(60)) else {
+        let tail = restarted.tail(20);
+        restarted.kill();
+        panic!("the restarted worker went on with a local state that misses a committed cycle:\n{tail}");
+    };
+    let log = restarted.tail(20);
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("state_changelog") && log.contains("committed offset"),
+        "the error must say what is wrong and what to do:\n{log}"
+    );
     f.cleanup();
     let changelog = exactly::framework::state::changelog::topic_name(&f.group, "keyed-sum", "sums");
     let _ = delete_topic(&f.b, &[&changelog]);

@@ -10,8 +10,11 @@ pub mod reader;
 pub mod topics;
 
 pub use broker::bootstrap_servers;
-pub use reader::{caught_up, committed_offsets, read_to_end, Isolation, ReadRecord};
-pub use topics::{create_topic, create_topic_with, delete_topic, produce, unique_name, Loader};
+pub use reader::{caught_up, committed_offsets, read_to_end, watermarks, Isolation, ReadRecord};
+pub use topics::{
+    create_topic, create_topic_with, delete_records, delete_topic, produce, set_topic_config,
+    unique_name, Loader,
+};
 
 /// An error of a testkit helper, with a message saying what to do.
 #[derive(Debug, thiserror::Error)]

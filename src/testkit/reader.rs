@@ -66,20 +66,32 @@ fn partitions(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
     Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
 
-/// High watermarks (read_uncommitted end offsets) of every partition of `topic`.
+/// Low and high watermarks `(partition, low, high)` of every partition of `topic`: where
+/// its log starts and ends.
 ///
 /// # Errors
 /// When the topic is missing or the broker does not answer.
-pub fn high_watermarks(brokers: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
+pub fn watermarks(brokers: &str, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
     let c = client(brokers, Isolation::ReadUncommitted)?;
     partitions(&c, topic)?
         .into_iter()
         .map(|p| {
             c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map(|(_, hw)| (p, hw))
+                .map(|(low, high)| (p, low, high))
                 .map_err(|e| err(format!("watermarks of {topic}/{p}: {e}")))
         })
         .collect()
+}
+
+/// High watermarks (read_uncommitted end offsets) of every partition of `topic`.
+///
+/// # Errors
+/// When the topic is missing or the broker does not answer.
+pub fn high_watermarks(brokers: &str, topic: &str) -> Result<Vec<(i32, i64)>> {
+    Ok(watermarks(brokers, topic)?
+        .into_iter()
+        .map(|(p, _, high)| (p, high))
+        .collect())
 }
 
 /// Reads every record of `topic` from the beginning to its end (see the module doc).

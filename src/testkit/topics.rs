@@ -113,6 +113,65 @@ pub fn delete_topic(brokers: &str, topics: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Replaces the configs of `topic` with `configs` (AlterConfigs: the ones not named go back
+/// to the broker's defaults).
+///
+/// # Errors
+/// When the broker refuses.
+pub fn set_topic_config(brokers: &str, topic: &str, configs: &[(&str, &str)]) -> Result<()> {
+    let admin = admin(brokers)?;
+    let mut alter =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in block_on(admin.alter_configs([&alter], &opts))
+        .map_err(|e| err(format!("alter the configs of {topic}: {e}")))?
+    {
+        r.map_err(|(_, e)| err(format!("alter the configs of {topic}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Deletes the records of `topic` before the given offsets, partition by partition
+/// (`(partition, before)`): the partitions' log start moves to `before` (Kafka's
+/// DeleteRecords, what retention and `kafka-delete-records.sh` do). Returns the new low
+/// watermarks.
+///
+/// # Errors
+/// When the request fails for the topic or one of the partitions.
+pub fn delete_records(
+    brokers: &str,
+    topic: &str,
+    before: &[(i32, i64)],
+) -> Result<Vec<(i32, i64)>> {
+    let admin = admin(brokers)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, o) in before {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*o))
+            .map_err(|e| err(format!("delete records of {topic}/{p}: {e}")))?;
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let result = block_on(admin.delete_records(&tpl, &opts))
+        .map_err(|e| err(format!("delete records of {topic}: {e}")))?;
+    result
+        .elements()
+        .iter()
+        .map(|e| match (e.error(), e.offset()) {
+            (Err(x), _) => Err(err(format!(
+                "delete records of {topic}/{}: {x}",
+                e.partition()
+            ))),
+            (Ok(()), rdkafka::Offset::Offset(o)) => Ok((e.partition(), o)),
+            (Ok(()), other) => Err(err(format!(
+                "delete records of {topic}/{}: unexpected result {other:?}",
+                e.partition()
+            ))),
+        })
+        .collect()
+}
+
 /// A plain (idempotent, non-transactional) producer for loading input data.
 pub struct Loader {
     producer: ThreadedProducer<DefaultProducerContext>,

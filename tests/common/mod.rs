@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod copy_check;
+pub mod counting;
 pub mod process;
 
 pub use process::LoggedProcess;
@@ -40,6 +41,25 @@ pub fn transactional_producer(brokers: &str, transactional_id: &str) -> BaseProd
 
 /// Generous deadline for reading a topic to its end.
 pub const READ_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until `worker` stops by itself and returns its error; panics when it is still
+/// running after `deadline` or stops without an error.
+pub fn stops_with_error(worker: exactly::Worker, deadline: Duration) -> exactly::Error {
+    let give_up = std::time::Instant::now() + deadline;
+    while !worker.is_finished() {
+        if std::time::Instant::now() > give_up {
+            let stats = worker.stats();
+            worker.stop();
+            let end = worker.join();
+            panic!("the worker was still running after {deadline:?} (it should have stopped with an error); {stats:?}, then {end:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match worker.join() {
+        Ok(()) => panic!("the worker stopped without an error"),
+        Err(e) => e,
+    }
+}
 
 /// Initialises tracing once (RUST_LOG controls it).
 pub fn init_tracing() {

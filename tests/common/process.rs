@@ -62,6 +62,20 @@ impl LoggedProcess {
         }
     }
 
+    /// Waits up to `deadline` for the process to exit by itself; `None` if it still runs.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let give_up = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > give_up {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM (once the worker has started) and wait for the exit.
     pub fn terminate(mut self) -> (ExitStatus, String) {
         self.wait_started();
