@@ -212,7 +212,7 @@ fn filter_map_inspect_and_branch_through_a_forced_rebalance() {
                 .inspect(|r: &Record<String, u64>| assert!(r.timestamp.is_some()))
                 .branch(
                     "evens",
-                    |r: &Record<String, u64>| r.value % 2 == 0,
+                    |r: &Record<String, u64>| r.value.is_multiple_of(2),
                     Sink::topic(side.clone(), Serde::string(), Serde::json()),
                 )
                 .to_topic(output.clone(), Serde::string(), Serde::json())

@@ -282,6 +282,7 @@ fn a_restore_longer_than_the_transaction_timeout_does_not_fence_the_worker() {
     create_topic_with(&f.b, &changelog, 2, &[("cleanup.policy", "compact")]).unwrap();
     let config = f
         .config("a")
+        .with_commit_interval(Duration::from_secs(1))
         .with_transaction_timeout(Duration::from_secs(2));
     let w = Runtime::new(config).spawn(f.count_pipeline()).unwrap();
     // Partition 0 first: its task has a transaction open, with output in it, when the

@@ -75,6 +75,7 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
     ("group.id", "application_id"),
     ("transactional.id", "application_id"),
     ("enable.auto.commit", "guarantee"),
+    ("enable.auto.offset.store", "guarantee"),
     ("isolation.level", "guarantee"),
     ("partition.assignment.strategy", "assignment"),
     ("group.instance.id", "group_instance_id"),
@@ -83,6 +84,17 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
     ("session.timeout.ms", "session_timeout_ms"),
     ("max.poll.interval.ms", "max_poll_interval_ms"),
 ];
+
+/// Creates (and drops) a client from `config`: librdkafka's own check of names and values.
+fn probe<T: rdkafka::config::FromClientConfig>(config: rdkafka::ClientConfig) -> Result<()> {
+    match config.create::<T>() {
+        Ok(_) => Ok(()),
+        Err(rdkafka::error::KafkaError::ClientConfig(_, msg, key, _)) => {
+            Err(Error::config(key, msg))
+        }
+        Err(other) => Err(Error::config("kafka", other.to_string())),
+    }
+}
 
 /// Configuration of a [`Runtime`](crate::runtime::Runtime).
 #[derive(Clone, Serialize, Deserialize)]
@@ -126,6 +138,12 @@ pub struct Config {
     pub kafka_call_timeout_ms: u64,
     /// How many times a retriable error is retried before the cycle is aborted (default 5).
     pub max_retries: u32,
+    /// Replication factor of the internal topics (changelogs, repartition hops) the runtime
+    /// creates (default: min(3, the cluster's broker count); 1..=32767).
+    pub internal_replication_factor: Option<i16>,
+    /// How often the records of a repartition hop that are committed get deleted from it
+    /// (DeleteRecords), in ms (default 30_000, as Kafka Streams; 100..=86_400_000).
+    pub repartition_purge_interval_ms: u64,
     /// Raw librdkafka properties passed to every client (consumer and producer). Values whose
     /// key mentions a password, secret or jaas config are hidden in `Debug`.
     pub kafka: BTreeMap<String, String>,
@@ -152,6 +170,8 @@ impl Default for Config {
             transaction_timeout_ms: 10_000,
             kafka_call_timeout_ms: 30_000,
             max_retries: 5,
+            internal_replication_factor: None,
+            repartition_purge_interval_ms: 30_000,
             kafka: BTreeMap::new(),
             kafka_consumer: BTreeMap::new(),
             kafka_producer: BTreeMap::new(),
@@ -202,6 +222,14 @@ impl fmt::Debug for Config {
             .field("transaction_timeout_ms", &self.transaction_timeout_ms)
             .field("kafka_call_timeout_ms", &self.kafka_call_timeout_ms)
             .field("max_retries", &self.max_retries)
+            .field(
+                "internal_replication_factor",
+                &self.internal_replication_factor,
+            )
+            .field(
+                "repartition_purge_interval_ms",
+                &self.repartition_purge_interval_ms,
+            )
             .field("kafka", &kafka)
             .field("kafka_consumer", &hide(&self.kafka_consumer))
             .field("kafka_producer", &hide(&self.kafka_producer))
@@ -270,6 +298,18 @@ impl Config {
     /// Sets the transaction timeout.
     pub fn with_transaction_timeout(mut self, timeout: Duration) -> Self {
         self.transaction_timeout_ms = timeout.as_millis() as u64;
+        self
+    }
+
+    /// Sets the replication factor of the internal topics the runtime creates.
+    pub fn with_internal_replication_factor(mut self, replicas: i16) -> Self {
+        self.internal_replication_factor = Some(replicas);
+        self
+    }
+
+    /// Sets how often committed repartition records are purged.
+    pub fn with_repartition_purge_interval(mut self, interval: Duration) -> Self {
+        self.repartition_purge_interval_ms = interval.as_millis() as u64;
         self
     }
 
@@ -355,6 +395,12 @@ impl Config {
                 "TRANSACTION_TIMEOUT_MS" => self.transaction_timeout_ms = num(&key, &v)?,
                 "KAFKA_CALL_TIMEOUT_MS" => self.kafka_call_timeout_ms = num(&key, &v)?,
                 "MAX_RETRIES" => self.max_retries = num(&key, &v)?,
+                "INTERNAL_REPLICATION_FACTOR" => {
+                    self.internal_replication_factor = Some(num(&key, &v)?)
+                }
+                "REPARTITION_PURGE_INTERVAL_MS" => {
+                    self.repartition_purge_interval_ms = num(&key, &v)?
+                }
                 f if f.starts_with("LIBRDKAFKA_") => {
                     let prop = f["LIBRDKAFKA_".len()..]
                         .to_ascii_lowercase()
@@ -456,7 +502,21 @@ impl Config {
                 ),
             ));
         }
-        for key in self.kafka.keys() {
+        if let Some(rf) = self.internal_replication_factor {
+            range("internal_replication_factor", rf.max(0) as u64, 1, 32_767)?;
+        }
+        range(
+            "repartition_purge_interval_ms",
+            self.repartition_purge_interval_ms,
+            100,
+            86_400_000,
+        )?;
+        for key in self
+            .kafka
+            .keys()
+            .chain(self.kafka_consumer.keys())
+            .chain(self.kafka_producer.keys())
+        {
             if let Some((_, field)) = OWNED_PROPERTIES.iter().find(|(p, _)| p == key) {
                 return Err(Error::config(
                     key.clone(),
@@ -464,21 +524,33 @@ impl Config {
                 ));
             }
         }
-        // librdkafka knows its properties: let it reject unknown names and bad values.
-        let mut probe = rdkafka::ClientConfig::new();
-        for (k, v) in &self.kafka {
-            probe.set(k, v);
-        }
-        probe.set("bootstrap.servers", &self.brokers);
-        if let Err(e) = probe.create::<rdkafka::producer::BaseProducer>() {
-            let (key, message) = match &e {
-                rdkafka::error::KafkaError::ClientConfig(_, msg, key, _) => {
-                    (key.clone(), msg.clone())
+        if self.guarantee == Guarantee::ExactlyOnce {
+            let set = self
+                .kafka_producer
+                .get("message.timeout.ms")
+                .or_else(|| self.kafka.get("message.timeout.ms"));
+            if let Some(v) = set {
+                match v.parse::<u64>() {
+                    Ok(ms) if ms <= self.transaction_timeout_ms => {}
+                    _ => {
+                        return Err(Error::config(
+                            "message.timeout.ms",
+                            format!(
+                                "{v} exceeds transaction_timeout_ms ({}): under exactly_once a record must \
+                                 be delivered within its transaction",
+                                self.transaction_timeout_ms
+                            ),
+                        ))
+                    }
                 }
-                other => ("kafka".to_string(), other.to_string()),
-            };
-            return Err(Error::config(key, message));
+            }
         }
+        // librdkafka knows its properties: let it reject unknown names and bad values, for
+        // each client as the runtime configures it.
+        probe::<rdkafka::producer::BaseProducer>(self.client_config(false))?;
+        let mut consumer = self.client_config(true);
+        consumer.set("group.id", &self.application_id);
+        probe::<rdkafka::consumer::BaseConsumer>(consumer)?;
         Ok(())
     }
 

@@ -151,6 +151,24 @@ pub enum Error {
         /// Why (the broker's error).
         reason: String,
     },
+    /// The commit gate refused to send offsets: this worker is no longer a member that owns
+    /// its partitions. The cycle is aborted and replayed once the group has reassigned.
+    #[error("not committing: {reason}; the cycle is aborted and its input rewound")]
+    MembershipLost {
+        /// What the gate saw.
+        reason: String,
+    },
+    /// Another member joined the group with this worker's `group_instance_id` (and so its
+    /// transactional id) and took its place.
+    #[error("another worker joined the group with this worker's group_instance_id `{instance}` and took its place ({reason}, found during {op}): each worker needs its own group_instance_id. This one stops; if the other is this worker restarted elsewhere nothing is lost, otherwise give one of them another id")]
+    DuplicateInstance {
+        /// The `group_instance_id`.
+        instance: String,
+        /// The operation that found out.
+        op: KafkaOp,
+        /// The broker's error.
+        reason: String,
+    },
     /// A user operator returned an error.
     #[error("operator `{operator}` failed: {message}")]
     Operator {
@@ -166,6 +184,69 @@ pub enum Error {
         op: &'static str,
         /// What failed.
         message: String,
+    },
+    /// User code (an operator, a codec) panicked. The open transaction was aborted before
+    /// anything else ran: nothing of the cycle is visible, and a restart resumes from the
+    /// last commit.
+    #[error("operator `{operator}` panicked {at}: {message}; the open transaction was aborted and nothing of it was committed. Fix the operator and restart: the worker resumes from the last commit")]
+    Panicked {
+        /// The operator (or `source {topic}` / `sink {topic}` for a codec).
+        operator: String,
+        /// Where: `on record {topic}/{partition}@{offset}`, or the hook and task.
+        at: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// `commit_transaction` neither succeeded nor failed within its retries: the
+    /// transaction may or may not be committed. The worker stops without another
+    /// transactional call (an abort now could conflict with the commit still in flight);
+    /// on restart the group's committed offsets and the state restore decide.
+    #[error("commit_transaction did not complete after {attempts} attempts ({last}); its outcome is unknown, so this worker stops without aborting and without using its producer again. A restart resumes from the group's committed offsets")]
+    CommitOutcomeUnknown {
+        /// Calls made.
+        attempts: u32,
+        /// The last error.
+        last: String,
+    },
+    /// The transaction coordinator aborted this worker's transaction because it stayed open
+    /// longer than `transaction_timeout_ms`, and bumped the producer's epoch.
+    #[error("the transaction was open for {open_ms} ms, longer than transaction_timeout_ms ({timeout_ms} ms): the coordinator aborted it, which {op} found out ({reason}). Nothing of it is visible. Make cycles shorter (commit_interval_ms, commit_max_records) or raise transaction_timeout_ms")]
+    TransactionTimedOut {
+        /// The operation that found out.
+        op: KafkaOp,
+        /// How long the transaction had been open.
+        open_ms: u64,
+        /// `transaction_timeout_ms`.
+        timeout_ms: u64,
+        /// The broker's error.
+        reason: String,
+    },
+    /// Input records were deleted (retention, DeleteRecords) before this application
+    /// processed them: the partition's log now starts after its committed offset.
+    #[error("{topic}/{partition}: the committed offset {committed} is below the log start {log_start}, so records {committed}..{log_start} were deleted before this application processed them. Nothing was processed past the committed offset. To accept the loss, move the group on: kafka-consumer-groups.sh --bootstrap-server B --group G --topic {topic}:{partition} --reset-offsets --to-earliest --execute")]
+    RecordsDeleted {
+        /// Input topic.
+        topic: String,
+        /// Input partition.
+        partition: i32,
+        /// The group's committed offset.
+        committed: i64,
+        /// The partition's low watermark.
+        log_start: i64,
+    },
+    /// A partition's log ends below the offset this application committed: it was truncated
+    /// (an unclean leader election) or deleted and created again. What is at those offsets
+    /// now may be new records, so they are not skipped silently.
+    #[error("{topic}/{partition}: the log ends at {end}, below the committed offset {committed}: it was truncated (an unclean leader election) or deleted and created again. Records written there since may be new, so the worker stops instead of skipping them. Decide where to resume: kafka-consumer-groups.sh --bootstrap-server B --group G --topic {topic}:{partition} --reset-offsets --to-offset N --execute")]
+    LogTruncated {
+        /// Input topic.
+        topic: String,
+        /// Input partition.
+        partition: i32,
+        /// The offset the task had committed.
+        committed: i64,
+        /// The partition's high watermark now.
+        end: i64,
     },
     /// The worker thread stopped unexpectedly.
     #[error("worker stopped unexpectedly: {0}")]
@@ -199,6 +280,12 @@ impl Error {
         match self {
             Error::Kafka { op, source } => kafka_action(*op, source),
             Error::Fenced { .. }
+            | Error::DuplicateInstance { .. }
+            | Error::Panicked { .. }
+            | Error::CommitOutcomeUnknown { .. }
+            | Error::TransactionTimedOut { .. }
+            | Error::RecordsDeleted { .. }
+            | Error::LogTruncated { .. }
             | Error::Config { .. }
             | Error::MissingTopic { .. }
             | Error::Unreachable { .. }
@@ -206,7 +293,7 @@ impl Error {
             // A record that cannot be processed is not made processable by an abort; the
             // runtime stops so that nothing after it is committed (nothing is lost).
             Error::Decode { .. } | Error::Encode { .. } | Error::Operator { .. } => Action::Fatal,
-            Error::State { .. } => Action::Abort,
+            Error::State { .. } | Error::MembershipLost { .. } => Action::Abort,
         }
     }
 }

@@ -51,13 +51,19 @@ impl Fixture {
 
     /// Sends `n` records to `partition` with keys `p{partition}-k0` .. `p{partition}-k9`.
     pub fn send_to(&mut self, partition: i32, n: usize) {
-        let records: Vec<(Option<i32>, Option<String>, String)> = (0..n)
-            .map(|i| {
+        self.send_batches(&[(partition, n)]);
+    }
+
+    /// Like [`send_to`](Self::send_to) for each `(partition, n)`, in one produce batch.
+    pub fn send_batches(&mut self, batches: &[(i32, usize)]) {
+        let mut records: Vec<(Option<i32>, Option<String>, String)> = Vec::new();
+        for &(partition, n) in batches {
+            for i in 0..n {
                 let k = format!("p{partition}-k{}", (i + self.total() as usize) % 10);
                 *self.sent.entry(k.clone()).or_default() += 1;
-                (Some(partition), Some(k), "1".to_string())
-            })
-            .collect();
+                records.push((Some(partition), Some(k), "1".to_string()));
+            }
+        }
         self.loader.send(&self.input, records).unwrap();
     }
 

@@ -1,384 +1,169 @@
-//! When to cut a commit cycle, the cycle itself, and what to do when a step fails.
+//! The commit protocol: when to cut a cycle, the cycle itself, and what each failure does.
 //!
-//! `Committer::commit_cycle` is the single place where input offsets, output records and
-//! state changes become visible. Its steps are DESIGN.md's five; each is marked in the code.
+//! `Committer` is the protocol core, and it does no I/O: it talks to three traits —
+//! `Transactions` (the transactional producer), `Group` (the group consumer) and
+//! `State` (the tasks' operators and keyed state) — in the style of raft-rs's
+//! `RawNode`/`Storage`. `kafka.rs` implements the first two over rdkafka; the unit tests
+//! (`tests.rs`) implement all three in memory and pin every step and every failure branch,
+//! while the broker tests prove the whole.
+//!
+//! A commit cycle, under `ExactlyOnce`:
+//!
+//! 1. operators flush (`on_barrier`): every output and state change of the cycle is now in
+//!    the open transaction's producer queue or a task's dirty overlay;
+//! 2. stateful operators' changelog records for their dirty keys are produced in the same
+//!    transaction (inside their barrier);
+//! 3. the gate: this worker is still a member that owns its partitions
+//!    (`assignment_lost() == false`, a member id, a generation >= 0) — else abort and rewind;
+//!    then `send_offsets_to_transaction(next offset of every task, group metadata)`;
+//! 4. `commit_transaction` — the single commit point;
+//! 5. only after 4 succeeded: operators apply their overlays to the local store.
 
-use crate::config::{Config, Guarantee};
+pub(crate) mod committer;
+pub(crate) mod kafka;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use committer::{Committer, Outcome};
+
 use crate::error::{Action, Error, KafkaOp, Result};
 use crate::record::TaskId;
-use crate::runtime::stats::Stats;
-use crate::runtime::task::Task;
-use crate::sink::OutputProducer;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaResult;
-use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-/// Tasks of a worker, by input partition.
-pub(crate) type Tasks = BTreeMap<TaskId, Task>;
+/// A task's offset: where to resume, or the next offset to commit.
+pub(crate) type Position = (TaskId, i64);
 
-/// How a commit cycle ended when it did not stop the worker.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Nothing was processed since the last commit.
-    Empty,
-    /// Everything since the last commit is now committed.
-    Committed,
-    /// The cycle was aborted and the input rewound; the error says why.
-    Aborted(Error),
+/// The transactional producer, as the commit cycle uses it. Every call blocks; errors come
+/// classified ([`Error::action`]), and the core decides from that alone.
+pub(crate) trait Transactions {
+    /// What `send_offsets` needs from the group (rdkafka's `ConsumerGroupMetadata`).
+    type Metadata;
+    /// `begin_transaction`.
+    fn begin(&mut self) -> Result<()>;
+    /// `send_offsets_to_transaction` (retriable with the same arguments).
+    fn send_offsets(&mut self, offsets: &[Position], metadata: &Self::Metadata) -> Result<()>;
+    /// Waits for every produced record, then `commit_transaction` (resumable after a
+    /// retriable timeout: call it again).
+    fn commit(&mut self) -> Result<()>;
+    /// `abort_transaction`.
+    fn abort(&mut self) -> Result<()>;
+    /// Under `AtLeastOnce`: waits until every produced record is acknowledged, and fails if
+    /// one was not delivered.
+    fn flush(&mut self) -> Result<()>;
 }
 
-/// Calls `f` until it succeeds, fails with a non-retriable error, or `max` retries are spent.
+/// The group consumer, as the commit cycle uses it.
+pub(crate) trait Group {
+    /// What the producer's `send_offsets` needs (rdkafka's `ConsumerGroupMetadata`).
+    type Metadata;
+    /// This worker's standing in the group, with the metadata to send, read so that the
+    /// two agree.
+    fn membership(&self) -> Membership<Self::Metadata>;
+    /// Moves each partition's position back to where its task resumes.
+    fn seek(&mut self, positions: &[Position]) -> Result<()>;
+    /// Under `AtLeastOnce`: a synchronous offset commit.
+    fn commit_offsets(&mut self, offsets: &[Position]) -> Result<()>;
+}
+
+/// The tasks of a worker — their operator chains and keyed state — as the cycle drives them.
+pub(crate) trait State {
+    /// Steps 1 and 2 for every task with records in the open cycle.
+    fn barrier(&mut self) -> Result<()>;
+    /// Step 3's argument: the next offset of every task with records in the open cycle.
+    fn offsets(&self) -> Vec<Position>;
+    /// Step 5: the transaction committed; state follows it and the cycle closes.
+    fn committed(&mut self) -> Result<()>;
+    /// The cycle is dropped (overlays, operators' uncommitted work). Returns where each
+    /// task not in `leaving` must resume: the first offset of its cycle.
+    fn aborted(&mut self, leaving: &BTreeSet<TaskId>) -> Vec<Position>;
+}
+
+/// Where a worker stands in its consumer group, as the commit gate sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Membership<M> {
+    /// librdkafka's `assignment_lost()`: the group has moved on without this member.
+    pub(crate) lost: bool,
+    /// The member id ("" once librdkafka reset it: the member left or was removed).
+    pub(crate) member_id: String,
+    /// The generation (-1 once librdkafka reset it).
+    pub(crate) generation: i32,
+    /// The metadata to send; `None` when the consumer has none, or when it changed while
+    /// it was read (a rebalance in between).
+    pub(crate) metadata: Option<M>,
+}
+
+impl<M> Membership<M> {
+    /// Whether this member may commit offsets now: `Ok`, or the error that stops the cycle.
+    ///
+    /// The broker does not check a transactional offset commit whose member id is empty and
+    /// generation is -1 (it takes it for a pre-KIP-447 producer): a zombie whose librdkafka
+    /// reset both would commit over its successor. So nothing is sent unless the member
+    /// has an id, a generation and its assignment. A reset member id means the group removed
+    /// this member, as an `UNKNOWN_MEMBER_ID` from the broker would: [`Error::Fenced`]. A
+    /// lost assignment or a reset generation abort the cycle ([`Error::MembershipLost`]):
+    /// the consumer rejoins, and the cycle is replayed.
+    pub(crate) fn check(&self) -> Result<()> {
+        let lost = |reason: &str| {
+            Err(Error::MembershipLost {
+                reason: reason.into(),
+            })
+        };
+        if self.member_id.is_empty() {
+            return Err(Error::Fenced {
+                op: KafkaOp::SendOffsets,
+                reason: "the group removed this member (its member id was reset: it left, or \
+                         exceeded max.poll.interval.ms or session.timeout.ms)"
+                    .into(),
+            });
+        }
+        if self.lost {
+            return lost("the assignment was lost (the group moved on without this member)");
+        }
+        if self.generation < 0 {
+            return lost(
+                "the generation was reset (the group no longer knows this member's generation)",
+            );
+        }
+        if self.metadata.is_none() {
+            return lost("the group metadata is missing or changed while it was read");
+        }
+        Ok(())
+    }
+}
+
+/// Calls `f` until it succeeds, fails with an error that is not [`Action::Retry`], or
+/// `max` retries are spent; waits `backoff × attempt` (at most 10×) between calls.
 pub(crate) fn with_retries<T>(
     max: u32,
-    op: KafkaOp,
-    mut f: impl FnMut() -> KafkaResult<T>,
+    backoff: Duration,
+    mut f: impl FnMut() -> Result<T>,
 ) -> Result<T> {
     let mut attempt = 0;
     loop {
         match f() {
             Ok(v) => return Ok(v),
-            Err(e) => {
-                let err = Error::kafka(op, e);
-                if err.action() == Action::Retry && attempt < max {
-                    attempt += 1;
-                    tracing::warn!(%err, attempt, "retrying");
-                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt.min(10))));
-                    continue;
-                }
-                return Err(err);
+            Err(err) if err.action() == Action::Retry && attempt < max => {
+                attempt += 1;
+                tracing::warn!(%err, attempt, "retrying");
+                std::thread::sleep(backoff * attempt.min(10));
             }
+            Err(err) => return Err(err),
         }
     }
 }
 
-/// Owns the transaction (or offset-commit) state of one worker.
-pub(crate) struct Committer {
-    guarantee: Guarantee,
-    producer: Arc<OutputProducer>,
-    stats: Arc<Stats>,
-    interval: Duration,
-    max_records: u64,
-    timeout: Duration,
-    max_retries: u32,
-    /// Under `ExactlyOnce`: a transaction is open.
-    txn_open: bool,
-    /// Input records processed since the last commit.
-    records: u64,
-    cycle_started: Instant,
-}
+/// The default back-off between retries of one call.
+pub(crate) const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
-impl Committer {
-    pub(crate) fn new(config: &Config, producer: Arc<OutputProducer>, stats: Arc<Stats>) -> Self {
-        Committer {
-            guarantee: config.guarantee,
-            producer,
-            stats,
-            interval: config.commit_interval(),
-            max_records: config.commit_max_records,
-            timeout: config.kafka_call_timeout(),
-            max_retries: config.max_retries,
-            txn_open: false,
-            records: 0,
-            cycle_started: Instant::now(),
+/// Whether `err` came from `commit_transaction` and is still retriable: the commit may be
+/// under way, so its outcome is unknown.
+fn is_unfinished_commit(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Kafka {
+            op: KafkaOp::CommitTransaction,
+            ..
         }
-    }
-
-    /// Must be called before a record is processed: opens the transaction if needed.
-    ///
-    /// # Errors
-    /// `begin_transaction` failed (always fatal: it fails only on a broken producer).
-    pub(crate) fn before_record(&mut self) -> Result<()> {
-        if self.records == 0 {
-            self.cycle_started = Instant::now();
-        }
-        if self.guarantee == Guarantee::ExactlyOnce && !self.txn_open {
-            self.producer
-                .producer
-                .begin_transaction()
-                .map_err(|e| Error::kafka(KafkaOp::BeginTransaction, e))?;
-            self.txn_open = true;
-        }
-        self.records += 1;
-        Ok(())
-    }
-
-    /// Whether the open cycle has reached `commit_interval_ms` or `commit_max_records`.
-    pub(crate) fn due(&self) -> bool {
-        self.records > 0
-            && (self.records >= self.max_records || self.cycle_started.elapsed() >= self.interval)
-    }
-
-    /// How long the worker may wait for records before the open cycle is due.
-    pub(crate) fn time_to_due(&self) -> Duration {
-        if self.records == 0 {
-            self.interval
-        } else {
-            self.interval.saturating_sub(self.cycle_started.elapsed())
-        }
-    }
-
-    /// One commit cycle over every task of the worker:
-    ///
-    /// 1. operators flush (`on_barrier`): every output and state change of the cycle is
-    ///    now in the open transaction's producer queue or the task's dirty overlay;
-    /// 2. stateful operators' changelog records for their dirty keys are produced in the
-    ///    same transaction (inside their barrier);
-    /// 3. `send_offsets_to_transaction(next offset of every task, group metadata)`;
-    /// 4. `commit_transaction` — the single commit point;
-    /// 5. only after 4 succeeded: operators apply their overlays (`on_commit`).
-    ///
-    /// Failure before 4 completes aborts the transaction, drops every overlay and seeks
-    /// every task back to the first offset of the cycle ([`Outcome::Aborted`]); a fatal error
-    /// (fenced) aborts best-effort and is returned. Under `AtLeastOnce`, steps 3–4 are a
-    /// producer flush followed by a synchronous offset commit; under `AutoCommit` only step 1
-    /// runs.
-    ///
-    /// # Errors
-    /// Only errors whose [`Action`] is `Fatal`; the worker must stop.
-    pub(crate) fn commit_cycle<C: ConsumerContext>(
-        &mut self,
-        tasks: &mut Tasks,
-        consumer: &BaseConsumer<C>,
-    ) -> Result<Outcome> {
-        if self.records == 0 {
-            self.cycle_started = Instant::now();
-            return Ok(Outcome::Empty);
-        }
-        let started = Instant::now();
-        let _span = tracing::debug_span!("commit_cycle", records = self.records).entered();
-        let result = self.try_commit(tasks, consumer);
-        match result {
-            Ok(()) => {
-                // Step 5: the transaction is committed; make state and offsets follow it.
-                crash_point_after_commit();
-                for task in tasks.values_mut() {
-                    task.cycle_start = None;
-                    task.chain.commit(task.next_offset)?;
-                }
-                self.stats.committed(self.records, started.elapsed());
-                self.records = 0;
-                self.cycle_started = Instant::now();
-                Ok(Outcome::Committed)
-            }
-            Err(
-                err @ Error::Kafka {
-                    op: KafkaOp::CommitTransaction,
-                    ..
-                },
-            ) if err.action() == Action::Retry => {
-                // librdkafka is still completing the commit: an abort now would conflict,
-                // and the outcome is unknown. Stop without aborting; on restart the group's
-                // committed offsets (and the state restore) decide.
-                Err(Error::Worker(format!(
-                    "commit_transaction did not complete after {} attempts ({err}); its outcome is unknown, \
-                     so this worker stops without aborting. A restart resumes from the group's committed offsets",
-                    self.max_retries + 1
-                )))
-            }
-            Err(err) if err.action() == Action::Fatal => {
-                tracing::error!(%err, "commit cycle failed fatally");
-                let _ = self.abort_and_rewind(tasks, consumer, &BTreeSet::new());
-                Err(err)
-            }
-            Err(err) => {
-                tracing::warn!(%err, "commit cycle aborted; replaying from the last commit");
-                self.abort_and_rewind(tasks, consumer, &BTreeSet::new())?;
-                Ok(Outcome::Aborted(err))
-            }
-        }
-    }
-
-    /// Steps 1–4 of [`commit_cycle`](Self::commit_cycle).
-    fn try_commit<C: ConsumerContext>(
-        &mut self,
-        tasks: &mut Tasks,
-        consumer: &BaseConsumer<C>,
-    ) -> Result<()> {
-        // Steps 1 and 2: operators flush; stateful ones produce their changelog records.
-        for task in tasks.values_mut() {
-            if task.cycle_start.is_some() {
-                task.chain.barrier()?;
-            }
-        }
-        let offsets = next_offsets(tasks)?;
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let cycle: Vec<String> = tasks
-                .values()
-                .filter_map(|t| Some(format!("{}: {}..{}", t.id, t.cycle_start?, t.next_offset)))
-                .collect();
-            tracing::debug!(?cycle, "committing");
-        }
-        let producer = &self.producer.producer;
-        match self.guarantee {
-            Guarantee::ExactlyOnce => {
-                // Step 3: the consumed offsets join the transaction.
-                let metadata = consumer.group_metadata().ok_or_else(|| Error::Fenced {
-                    op: KafkaOp::SendOffsets,
-                    reason: "the consumer has no group metadata (not a group member)".into(),
-                })?;
-                with_retries(self.max_retries, KafkaOp::SendOffsets, || {
-                    producer.send_offsets_to_transaction(&offsets, &metadata, self.timeout)
-                })?;
-                // Step 4: the commit point.
-                drain(producer, self.timeout);
-                with_retries(self.max_retries, KafkaOp::CommitTransaction, || {
-                    producer.commit_transaction(self.timeout)
-                })?;
-                self.txn_open = false;
-            }
-            Guarantee::AtLeastOnce => {
-                let failures_before = self
-                    .producer
-                    .producer
-                    .context()
-                    .delivery_failures
-                    .load(Ordering::Relaxed);
-                drain(producer, self.timeout);
-                with_retries(self.max_retries, KafkaOp::Flush, || {
-                    producer.flush(self.timeout)
-                })?;
-                let failures = self
-                    .producer
-                    .producer
-                    .context()
-                    .delivery_failures
-                    .load(Ordering::Relaxed);
-                if failures != failures_before {
-                    return Err(Error::kafka(
-                        KafkaOp::Produce,
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::Fail,
-                        ),
-                    ));
-                }
-                with_retries(self.max_retries, KafkaOp::CommitOffsets, || {
-                    consumer.commit(&offsets, CommitMode::Sync)
-                })?;
-            }
-            Guarantee::AutoCommit => {}
-        }
-        Ok(())
-    }
-
-    /// Aborts the open cycle: abort the transaction, drop every overlay, and seek each task
-    /// (except `leaving` ones, whose partitions are going away) back to the first offset of
-    /// the cycle.
-    ///
-    /// # Errors
-    /// `abort_transaction` or the seek failed: the worker must stop (a restart resumes from
-    /// the committed offsets).
-    pub(crate) fn abort_and_rewind<C: ConsumerContext>(
-        &mut self,
-        tasks: &mut Tasks,
-        consumer: &BaseConsumer<C>,
-        leaving: &BTreeSet<TaskId>,
-    ) -> Result<()> {
-        if self.records == 0 && !self.txn_open {
-            return Ok(());
-        }
-        if self.txn_open {
-            let producer = &self.producer.producer;
-            let aborted = with_retries(self.max_retries, KafkaOp::AbortTransaction, || {
-                producer.abort_transaction(self.timeout)
-            });
-            self.txn_open = false;
-            aborted.map_err(|e| match e {
-                Error::Kafka { op, source } => Error::Fenced {
-                    op,
-                    reason: format!("the transaction could not be aborted: {source}"),
-                },
-                other => other,
-            })?;
-        }
-        self.stats.aborted();
-        self.records = 0;
-        self.cycle_started = Instant::now();
-        // abort_transaction does not rewind the consumer: seek back ourselves.
-        let mut rewind = TopicPartitionList::new();
-        for task in tasks.values_mut() {
-            task.chain.abort();
-            if let Some(start) = task.cycle_start.take() {
-                task.next_offset = start;
-                if !leaving.contains(&task.id) {
-                    rewind
-                        .add_partition_offset(
-                            &task.id.topic,
-                            task.id.partition,
-                            Offset::Offset(start),
-                        )
-                        .map_err(|e| Error::kafka(KafkaOp::Seek, e))?;
-                }
-            }
-        }
-        if rewind.count() > 0 {
-            tracing::debug!(rewind = ?rewind.elements().iter().map(|e| (e.topic().to_string(), e.partition(), e.offset())).collect::<Vec<_>>(), "rewinding");
-            let result = consumer
-                .seek_partitions(rewind, self.timeout)
-                .map_err(|e| Error::kafka(KafkaOp::Seek, e))?;
-            for elem in result.elements() {
-                if let Err(e) = elem.error() {
-                    return Err(Error::kafka(KafkaOp::Seek, e));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a cycle is open (records processed and not yet committed).
-    pub(crate) fn is_open(&self) -> bool {
-        self.records > 0 || self.txn_open
-    }
-}
-
-/// Waits (bounded by `timeout`) until every produced record is acknowledged.
-///
-/// `commit_transaction` and `flush` flush first, and rdkafka's flush waits for the
-/// `ThreadedProducer`'s delivery reports in 100 ms slices: without this, every commit took
-/// at least 100 ms. Polling the in-flight count brings a commit down to a few ms.
-fn drain<C: rdkafka::producer::ProducerContext + 'static>(
-    producer: &rdkafka::producer::ThreadedProducer<C>,
-    timeout: Duration,
-) {
-    let deadline = Instant::now() + timeout;
-    while producer.in_flight_count() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
-/// Test-only fault point: with `EXACTLY_TEST_CRASH_AFTER_COMMITS=N` set, the process aborts
-/// right after its N-th successful `commit_transaction`, before step 5 applies state.
-fn crash_point_after_commit() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    static COMMITS: AtomicU64 = AtomicU64::new(0);
-    let after = AFTER.get_or_init(|| {
-        std::env::var("EXACTLY_TEST_CRASH_AFTER_COMMITS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    });
-    if let Some(n) = after {
-        if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
-            eprintln!("EXACTLY_TEST_CRASH_AFTER_COMMITS: aborting between commit and state apply");
-            std::process::abort();
-        }
-    }
-}
-
-/// Step 3's argument: the next offset of every task that progressed in this cycle.
-fn next_offsets(tasks: &Tasks) -> Result<TopicPartitionList> {
-    let mut tpl = TopicPartitionList::new();
-    for task in tasks.values().filter(|t| t.cycle_start.is_some()) {
-        tpl.add_partition_offset(
-            &task.id.topic,
-            task.id.partition,
-            Offset::Offset(task.next_offset),
-        )
-        .map_err(|e| Error::kafka(KafkaOp::SendOffsets, e))?;
-    }
-    Ok(tpl)
+    ) && err.action() == Action::Retry
 }

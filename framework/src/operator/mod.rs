@@ -134,10 +134,7 @@ impl Context {
                 committed: Committed::Memory(HashMap::new()),
                 overlay: HashMap::new(),
                 changelog: None,
-                checkpoint: Checkpoint {
-                    input_offset: 0,
-                    changelog_offset: 0,
-                },
+                checkpoint: Checkpoint::now(0, 0),
             },
         };
         let cell = Arc::new(Mutex::new(cell));

@@ -48,6 +48,8 @@ pub(crate) struct TaskSetup {
     pub(crate) state: Arc<StateEnv>,
     /// The committed input offset the task resumes at.
     pub(crate) start_offset: i64,
+    /// The worker's record of panics in user code.
+    pub(crate) poison: Arc<crate::poison::Poison>,
 }
 
 /// A runnable pipeline: one input topic, a chain of operators, one output topic.
@@ -210,6 +212,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                     key: key.clone(),
                     value: value.clone(),
                     next,
+                    poison: task.poison.clone(),
                 })
             }),
             _types: PhantomData,
@@ -291,6 +294,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                     ),
                     next: Downstream(next),
                     assigned: false,
+                    poison: task.poison.clone(),
                     _in: PhantomData,
                 };
                 upstream(task, Box::new(node))
@@ -316,6 +320,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                         topic: sink.topic.resolve(&task.state.config.application_id),
                         sink: sink.clone(),
                         output: task.output.clone(),
+                        poison: task.poison.clone(),
                     }),
                 )
             }),

@@ -1,17 +1,23 @@
 //! The per-task chain the builder assembles: source decode → operators → sink.
 //!
-//! Each node forwards the commit-cycle signals (barrier, commit, abort, revoke) downstream
-//! after handling them itself, so upstream emissions reach downstream before it flushes.
+//! Each node forwards the commit-cycle signals (assign, barrier, commit, abort, revoke)
+//! downstream after handling them itself, so upstream emissions reach downstream before it
+//! flushes. Every call into user code (operators, codecs) is guarded: a panic becomes
+//! [`Error::Panicked`] and poisons the worker ([`crate::poison`]).
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::operator::{Collector, Context, Operator};
+use crate::poison::{self, Poison};
 use crate::record::{Header, Origin, Record};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 /// A typed link of the chain.
 pub(crate) trait Node<K, V>: Send {
+    /// Before the first record of the task: operators open their state (restoring it).
+    fn assign(&mut self) -> Result<()>;
     fn push(&mut self, record: Record<K, V>) -> Result<()>;
     fn barrier(&mut self) -> Result<()>;
     fn commit(&mut self, input_offset: i64) -> Result<()>;
@@ -21,6 +27,8 @@ pub(crate) trait Node<K, V>: Send {
 
 /// The head of a chain: takes raw Kafka messages.
 pub(crate) trait RawNode: Send {
+    /// Before the first record of the task: every operator's `on_assign` (state restores).
+    fn assign(&mut self) -> Result<()>;
     fn push_message(&mut self, message: &BorrowedMessage<'_>) -> Result<()>;
     fn barrier(&mut self) -> Result<()>;
     fn commit(&mut self, input_offset: i64) -> Result<()>;
@@ -44,21 +52,54 @@ pub(crate) struct OperatorNode<O: Operator<K, V>, K, V> {
     pub(crate) ctx: Context,
     pub(crate) next: Downstream<O::OutKey, O::OutValue>,
     pub(crate) assigned: bool,
+    pub(crate) poison: Arc<Poison>,
     pub(crate) _in: std::marker::PhantomData<fn(K, V)>,
 }
 
+impl<O: Operator<K, V>, K, V> OperatorNode<O, K, V> {
+    /// The error for a panic of this operator's code `at` somewhere.
+    fn panicked(&self, at: String, payload: Box<dyn std::any::Any + Send>) -> Error {
+        self.poison
+            .record(self.ctx.operator(), at, poison::message(payload.as_ref()))
+    }
+
+    /// `at` for a hook of this task.
+    fn in_hook(&self, hook: &str) -> String {
+        format!("in {hook} of task {}", self.ctx.task())
+    }
+}
+
 impl<O: Operator<K, V>, K: 'static, V: 'static> Node<K, V> for OperatorNode<O, K, V> {
+    fn assign(&mut self) -> Result<()> {
+        if !self.assigned {
+            let (op, ctx) = (&mut self.op, &mut self.ctx);
+            match catch_unwind(AssertUnwindSafe(|| op.on_assign(ctx))) {
+                Ok(r) => r?,
+                Err(p) => return Err(self.panicked(self.in_hook("on_assign"), p)),
+            }
+            self.assigned = true;
+        }
+        self.next.0.assign()
+    }
     #[inline]
     fn push(&mut self, record: Record<K, V>) -> Result<()> {
         if !self.assigned {
-            self.op.on_assign(&mut self.ctx)?;
-            self.assigned = true;
+            self.assign()?;
         }
-        self.op.process(record, &mut self.ctx, &mut self.next)
+        let offset = record.origin.offset;
+        let (op, ctx, next) = (&mut self.op, &mut self.ctx, &mut self.next);
+        match catch_unwind(AssertUnwindSafe(|| op.process(record, ctx, next))) {
+            Ok(r) => r,
+            Err(p) => Err(self.panicked(format!("on record {}@{offset}", self.ctx.task()), p)),
+        }
     }
     fn barrier(&mut self) -> Result<()> {
         if self.assigned {
-            self.op.on_barrier(&mut self.ctx, &mut self.next)?;
+            let (op, ctx, next) = (&mut self.op, &mut self.ctx, &mut self.next);
+            match catch_unwind(AssertUnwindSafe(|| op.on_barrier(ctx, next))) {
+                Ok(r) => r?,
+                Err(p) => return Err(self.panicked(self.in_hook("on_barrier"), p)),
+            }
             self.ctx.state_barrier()?;
         }
         self.next.0.barrier()
@@ -66,20 +107,30 @@ impl<O: Operator<K, V>, K: 'static, V: 'static> Node<K, V> for OperatorNode<O, K
     fn commit(&mut self, input_offset: i64) -> Result<()> {
         if self.assigned {
             self.ctx.state_commit(input_offset)?;
-            self.op.on_commit(&mut self.ctx)?;
+            let (op, ctx) = (&mut self.op, &mut self.ctx);
+            match catch_unwind(AssertUnwindSafe(|| op.on_commit(ctx))) {
+                Ok(r) => r?,
+                Err(p) => return Err(self.panicked(self.in_hook("on_commit"), p)),
+            }
         }
         self.next.0.commit(input_offset)
     }
     fn abort(&mut self) {
         if self.assigned {
             self.ctx.state_abort();
-            self.op.on_abort(&mut self.ctx);
+            let (op, ctx) = (&mut self.op, &mut self.ctx);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| op.on_abort(ctx))) {
+                let _ = self.panicked(self.in_hook("on_abort"), p);
+            }
         }
         self.next.0.abort()
     }
     fn revoke(&mut self) {
         if self.assigned {
-            self.op.on_revoke(&mut self.ctx);
+            let (op, ctx) = (&mut self.op, &mut self.ctx);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| op.on_revoke(ctx))) {
+                let _ = self.panicked(self.in_hook("on_revoke"), p);
+            }
         }
         self.next.0.revoke()
     }
@@ -91,10 +142,12 @@ pub(crate) struct SourceNode<K, V> {
     pub(crate) key: Arc<dyn Codec<K>>,
     pub(crate) value: Arc<dyn Codec<V>>,
     pub(crate) next: Box<dyn Node<K, V>>,
+    pub(crate) poison: Arc<Poison>,
 }
 
-impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
-    fn push_message(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+impl<K: 'static, V: 'static> SourceNode<K, V> {
+    /// Decodes `m` with the (user's) codecs.
+    fn decode(&self, m: &BorrowedMessage<'_>) -> Result<Record<K, V>> {
         let decode_error = |part: &'static str, message: String| Error::Decode {
             part,
             topic: self.topic.to_string(),
@@ -124,7 +177,7 @@ impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
                 })
                 .collect(),
         };
-        self.next.push(Record {
+        Ok(Record {
             key,
             value,
             timestamp: m.timestamp().to_millis(),
@@ -135,6 +188,25 @@ impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
                 offset: m.offset(),
             },
         })
+    }
+}
+
+impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
+    fn assign(&mut self) -> Result<()> {
+        self.next.assign()
+    }
+    fn push_message(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let record = poison::guard(
+            &self.poison,
+            || self.decode(m),
+            || {
+                (
+                    format!("source codec of {}", self.topic),
+                    format!("on record {}/{}@{}", self.topic, m.partition(), m.offset()),
+                )
+            },
+        )?;
+        self.next.push(record)
     }
     fn barrier(&mut self) -> Result<()> {
         self.next.barrier()

@@ -43,19 +43,23 @@ impl Runtime {
         &self.config
     }
 
-    /// Starts one worker on its own thread and returns at once.
+    /// Starts one worker on its own thread and returns at once. The worker takes its
+    /// directory under `state_dir` first (see [`Config::state_dir`]).
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid configuration. Later errors (missing topics, an
-    /// unreachable broker, fencing) are returned by [`Worker::join`] / [`Worker::wait`].
+    /// [`Error::Config`] for an invalid configuration, or when another worker on this host
+    /// holds this worker's directory (the same `group_instance_id`). Later errors (missing
+    /// topics, an unreachable broker, fencing) are returned by [`Worker::join`] /
+    /// [`Worker::wait`].
     pub fn spawn(&self, pipeline: Pipeline) -> Result<Worker> {
         self.config.validate()?;
+        let instance = crate::instance::Instance::acquire(&self.config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
         let (config, s, st) = (self.config.clone(), stop.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name(format!("exactly-worker-{}", self.config.application_id))
-            .spawn(move || worker::run_worker(config, pipeline, s, st))
+            .spawn(move || worker::run_worker(config, pipeline, instance, s, st))
             .map_err(|e| Error::Worker(format!("cannot start the worker thread: {e}")))?;
         Ok(Worker {
             stop,

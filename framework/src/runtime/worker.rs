@@ -4,22 +4,29 @@
 //! call blocks. The worker therefore owns a dedicated OS thread that polls a `BaseConsumer`;
 //! the callbacks may block (commit) without stalling any async runtime.
 
-use crate::commit::{Committer, Outcome, Tasks};
+use crate::commit::kafka::{KafkaGroup, KafkaTransactions};
+use crate::commit::{with_retries, Committer, Outcome};
 use crate::config::{Config, Guarantee};
 use crate::error::{Action, Error, KafkaOp, Result};
+use crate::instance::Instance;
 use crate::pipeline::{Pipeline, TaskSetup};
+use crate::poison::{self, Poison};
 use crate::record::TaskId;
 use crate::runtime::stats::Stats;
-use crate::runtime::task::Task;
+use crate::runtime::task::{Task, Tasks};
 use crate::sink::{OutputContext, OutputProducer};
 use crate::source;
 use crate::state::changelog::StateEnv;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{Producer, ThreadedProducer};
-use rdkafka::ClientContext;
-use std::collections::BTreeSet;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,104 +35,255 @@ use std::time::{Duration, Instant};
 pub(crate) struct WorkerState {
     /// Each stage's resolved input topic and chain builder.
     builds: Vec<(String, Arc<crate::pipeline::BuildTask>)>,
+    /// The stages' inputs that are internal (repartition) topics: purged once committed.
+    internal: HashSet<String>,
     output: Arc<OutputProducer>,
     state: Arc<StateEnv>,
-    committer: Committer,
+    committer: Committer<KafkaTransactions>,
     tasks: Tasks,
     stats: Arc<Stats>,
+    poison: Arc<Poison>,
+    config: Config,
     /// A fatal error raised inside a callback, returned by the loop.
     fatal: Option<Error>,
     /// Cycles aborted since the last commit; past `max_retries` the worker stops.
     aborts_in_a_row: u32,
-    max_aborts: u32,
+    /// For purging committed repartition records (created on first use).
+    admin: Option<AdminClient<DefaultClientContext>>,
+    last_purge: Instant,
+}
+
+/// What to do with a delivered message.
+enum Delivery {
+    /// Process it in its task.
+    Process,
+    /// Already processed (or committed) in its task: skipped.
+    Skip,
 }
 
 impl WorkerState {
+    fn timeout(&self) -> Duration {
+        self.config.kafka_call_timeout()
+    }
+
     /// Processes one input record in its task.
-    fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
-        let (topic, partition) = (m.topic(), m.partition());
-        // A message before the task's next offset was already processed in this task (a
-        // rewind after an abort sets `next_offset` back, so replays pass): the consumer
-        // delivered it twice. librdkafka 2.12.1 was seen doing so (once in ~10 runs of
-        // tests/runtime_rebalance.rs) for one message of a partition that stayed assigned
-        // while cooperative rebalances changed the rest of the assignment — the class of
-        // librdkafka #4637/#4686 (a fetch restarting from a stale position). Processing it
-        // again would put a duplicate into the transaction.
-        if let Some(task) = self
+    fn process<C: ConsumerContext + 'static>(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        // Linear over a handful of tasks: no allocation per record.
+        let known = self
             .tasks
             .values()
             .find(|t| t.id.partition == partition && &*t.id.topic == topic)
-        {
-            if m.offset() < task.next_offset {
-                tracing::warn!(task = %task.id, offset = m.offset(), next = task.next_offset, "skipping a message the consumer delivered twice");
-                self.stats.duplicate_delivery();
-                return Ok(());
+            .map(|t| (t.next_offset, t.committed));
+        let delivery = match known {
+            Some((next, committed)) if offset < next => {
+                self.redelivered(m, next, committed, consumer)?
             }
+            Some(_) => Delivery::Process,
+            None => self.start_task(m, consumer)?,
+        };
+        if let Delivery::Skip = delivery {
+            return Ok(());
+        }
+        let Some(task) = self
+            .tasks
+            .values_mut()
+            .find(|t| t.id.partition == partition && &*t.id.topic == topic)
+        else {
+            return Err(Error::Worker(format!("no task for {topic}/{partition}")));
+        };
+        // Marked before the transaction begins, so that a failed begin rewinds to here.
+        if task.cycle_start.is_none() {
+            task.cycle_start = Some(offset);
         }
         self.committer.before_record()?;
-        // Linear over a handful of tasks: no allocation per record.
-        let existing = self
-            .tasks
-            .iter_mut()
-            .find(|(id, _)| id.partition == partition && &*id.topic == topic)
-            .map(|(_, t)| t);
-        let task = match existing {
-            Some(t) => t,
-            None => {
-                let key = TaskId {
-                    topic: Arc::from(topic),
-                    partition,
-                };
-                tracing::info!(task = %key, offset = m.offset(), "task started");
-                let Some(build) = self
-                    .builds
-                    .iter()
-                    .find(|(t, _)| t == topic)
-                    .map(|(_, b)| b.clone())
-                else {
-                    return Err(Error::Worker(format!(
-                        "a record of {topic}, which no stage reads"
-                    )));
-                };
-                let chain = build(&TaskSetup {
-                    id: key.clone(),
-                    output: self.output.clone(),
-                    state: self.state.clone(),
-                    start_offset: m.offset(),
-                });
-                self.tasks.entry(key.clone()).or_insert(Task {
-                    id: key,
-                    chain,
-                    cycle_start: None,
-                    next_offset: m.offset(),
-                })
-            }
-        };
-        if task.cycle_start.is_none() {
-            task.cycle_start = Some(m.offset());
+        let pushed = task.chain.push_message(m);
+        // A panic is final even if an operator swallowed the error its collector returned.
+        if let Some(panic) = self.poison.error() {
+            return Err(panic);
         }
-        task.chain.push_message(m)?;
-        task.next_offset = m.offset() + 1;
+        pushed?;
+        task.next_offset = offset + 1;
         self.stats.records_in.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
+    /// A message below its task's next offset was already processed in this task (a rewind
+    /// after an abort moves the next offset back, so replays pass): the consumer delivered
+    /// it again. Processing it again would put a duplicate into the transaction, so it is
+    /// skipped, and the partition's position is moved to the next offset, so that a fetch
+    /// that restarted from a stale position is corrected at once rather than record by
+    /// record. A message below what the task had committed is checked against the log
+    /// first: if the log now ends below it, the partition was truncated or recreated, and
+    /// skipping would lose new records silently.
+    fn redelivered<C: ConsumerContext + 'static>(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        next: i64,
+        committed: i64,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<Delivery> {
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        if offset < committed {
+            let (_, end) = consumer
+                .fetch_watermarks(topic, partition, self.timeout())
+                .map_err(|e| Error::kafka(KafkaOp::Metadata, e))?;
+            if end < committed {
+                return Err(Error::LogTruncated {
+                    topic: topic.to_string(),
+                    partition,
+                    committed,
+                    end,
+                });
+            }
+        }
+        tracing::warn!(topic, partition, offset, next, "skipping a message the consumer delivered again; moving the position to the next offset");
+        self.stats.duplicate_delivery();
+        consumer
+            .seek(topic, partition, Offset::Offset(next), self.timeout())
+            .map_err(|e| Error::kafka(KafkaOp::Seek, e))?;
+        Ok(Delivery::Skip)
+    }
+
+    /// Starts the task of a newly delivered partition: commits the open cycle first (a
+    /// task's state is restored outside any transaction that has produced), fetches the
+    /// group's committed offset, checks that the log still holds it, and opens every
+    /// operator's state (restoring it) before the first record.
+    fn start_task<C: ConsumerContext + 'static>(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<Delivery> {
+        if self.committer.is_open() {
+            self.commit(consumer)?;
+        }
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let started = self.try_start_task(m, consumer);
+        if started.is_err() {
+            // Nothing of this partition was processed: deliver this message again.
+            let _ = consumer.seek(topic, partition, Offset::Offset(offset), self.timeout());
+        }
+        started
+    }
+
+    fn try_start_task<C: ConsumerContext + 'static>(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<Delivery> {
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let id = TaskId {
+            topic: Arc::from(topic),
+            partition,
+        };
+        let Some(build) = self
+            .builds
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, b)| b.clone())
+        else {
+            return Err(Error::Worker(format!(
+                "a record of {topic}, which no stage reads"
+            )));
+        };
+        let committed = committed_offset(consumer, topic, partition, self.timeout())?;
+        if let Some(c) = committed {
+            if offset > c {
+                // A gap: transaction markers, or records deleted before they were processed.
+                let (low, _) = consumer
+                    .fetch_watermarks(topic, partition, self.timeout())
+                    .map_err(|e| Error::kafka(KafkaOp::Metadata, e))?;
+                if low > c {
+                    return Err(Error::RecordsDeleted {
+                        topic: topic.to_string(),
+                        partition,
+                        committed: c,
+                        log_start: low,
+                    });
+                }
+            }
+        }
+        let start = committed.unwrap_or(offset);
+        tracing::info!(task = %id, offset, committed = ?committed, "task started");
+        let mut chain = build(&TaskSetup {
+            id: id.clone(),
+            output: self.output.clone(),
+            state: self.state.clone(),
+            start_offset: start,
+            poison: self.poison.clone(),
+        });
+        chain.assign()?;
+        let next = offset.max(start);
+        self.tasks.insert(
+            id.clone(),
+            Task {
+                id,
+                chain,
+                cycle_start: None,
+                next_offset: next,
+                committed: start,
+            },
+        );
+        if offset < next {
+            return self.redelivered(m, next, start, consumer);
+        }
+        Ok(Delivery::Process)
+    }
+
     /// Runs a commit cycle; a fatal error is returned, an abort is logged.
-    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
-        match self.committer.commit_cycle(&mut self.tasks, consumer)? {
+    fn commit<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        let mut group = KafkaGroup {
+            consumer,
+            timeout: self.timeout(),
+        };
+        match self.committer.commit_cycle(&mut self.tasks, &mut group)? {
             Outcome::Empty => Ok(()),
             Outcome::Committed => {
                 self.aborts_in_a_row = 0;
-                self.state.flush()
+                self.state.flush()?;
+                self.purge_committed();
+                Ok(())
             }
             Outcome::Aborted(err) => self.aborted(err),
+        }
+    }
+
+    /// Now and then (after a commit, or when idle): deletes the committed records of
+    /// repartition inputs.
+    fn purge_committed(&mut self) {
+        let every = Duration::from_millis(self.config.repartition_purge_interval_ms);
+        if self.internal.is_empty() || self.last_purge.elapsed() < every {
+            return;
+        }
+        self.last_purge = Instant::now();
+        let committed: Vec<(String, i32, i64)> = self
+            .tasks
+            .values()
+            .filter(|t| self.internal.contains(&*t.id.topic) && t.committed > 0)
+            .map(|t| (t.id.topic.to_string(), t.id.partition, t.committed))
+            .collect();
+        if self.admin.is_none() {
+            match crate::admin::client(&self.config) {
+                Ok(a) => self.admin = Some(a),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot create the admin client that purges repartition records");
+                    return;
+                }
+            }
+        }
+        if let Some(admin) = &self.admin {
+            crate::admin::purge(admin, &committed);
         }
     }
 
     /// Counts an aborted cycle; too many in a row turn the last error into a fatal one.
     fn aborted(&mut self, err: Error) -> Result<()> {
         self.aborts_in_a_row += 1;
-        if self.aborts_in_a_row > self.max_aborts {
+        if self.aborts_in_a_row > self.config.max_retries {
             return Err(Error::Worker(format!(
                 "{} cycles in a row were aborted; giving up. Last error: {err}",
                 self.aborts_in_a_row
@@ -135,37 +293,54 @@ impl WorkerState {
         Ok(())
     }
 
+    /// Aborts the open cycle and rewinds every task (except `leaving` ones).
+    fn abort<C: ConsumerContext + 'static>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        leaving: &BTreeSet<TaskId>,
+    ) -> Result<()> {
+        let mut group = KafkaGroup {
+            consumer,
+            timeout: self.timeout(),
+        };
+        self.committer
+            .abort_and_rewind(&mut self.tasks, &mut group, leaving)
+    }
+
     /// A record failed: abortable errors abort and replay the cycle, others stop the worker.
-    fn record_failed<C: ConsumerContext>(
+    fn record_failed<C: ConsumerContext + 'static>(
         &mut self,
         err: Error,
         consumer: &BaseConsumer<C>,
     ) -> Result<()> {
+        let err = self.committer.explain(KafkaOp::Produce, err);
         if err.action() != Action::Abort {
             return Err(err);
         }
-        self.committer
-            .abort_and_rewind(&mut self.tasks, consumer, &BTreeSet::new())?;
+        self.abort(consumer, &BTreeSet::new())?;
         self.aborted(err)
     }
 
-    /// Stops after an error: aborts what is open. Returns the error to report.
-    fn fail<C: ConsumerContext>(&mut self, err: Error, consumer: &BaseConsumer<C>) -> Error {
-        if let Err(abort_err) =
-            self.committer
-                .abort_and_rewind(&mut self.tasks, consumer, &BTreeSet::new())
-        {
+    /// Stops after an error: aborts what is open (before anything else runs). Returns the
+    /// error to report.
+    fn fail<C: ConsumerContext + 'static>(
+        &mut self,
+        err: Error,
+        consumer: &BaseConsumer<C>,
+    ) -> Error {
+        if let Err(abort_err) = self.abort(consumer, &BTreeSet::new()) {
             tracing::error!(%abort_err, "could not abort the open transaction");
         }
         err
     }
 
-    /// The revoke half of a rebalance: commit (or abort when the assignment was lost), then
-    /// drop the revoked tasks.
-    fn revoke<C: ConsumerContext>(
+    /// The revoke half of a rebalance: commit (or abort, when the assignment was lost or
+    /// the worker is poisoned), then drop the revoked tasks.
+    fn revoke<C: ConsumerContext + 'static>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        revoked: &rdkafka::TopicPartitionList,
+        revoked: &TopicPartitionList,
+        poisoned: bool,
     ) {
         let started = Instant::now();
         let leaving: BTreeSet<TaskId> = revoked
@@ -182,13 +357,16 @@ impl WorkerState {
             lost = consumer.assignment_lost()
         )
         .entered();
-        if consumer.assignment_lost() {
+        if poisoned {
+            // A panic in user code: nothing of the open cycle may commit.
+            tracing::warn!("the worker is poisoned by a panic: aborting the open transaction");
+            if let Err(e) = self.abort(consumer, &leaving) {
+                self.fatal.get_or_insert(e);
+            }
+        } else if consumer.assignment_lost() {
             // The group has moved on: this transaction can never commit.
             tracing::warn!("assignment lost: aborting the open transaction without committing");
-            if let Err(e) = self
-                .committer
-                .abort_and_rewind(&mut self.tasks, consumer, &leaving)
-            {
+            if let Err(e) = self.abort(consumer, &leaving) {
                 self.fatal.get_or_insert(e);
             }
         } else if self.committer.is_open() {
@@ -208,6 +386,44 @@ impl WorkerState {
         );
         self.stats.rebalanced(started.elapsed());
     }
+
+    /// A consumer error as the worker reports it.
+    fn consumer_error(&self, e: KafkaError) -> Error {
+        match (&self.config.group_instance_id, e.rdkafka_error_code()) {
+            (Some(instance), Some(RDKafkaErrorCode::FencedInstanceId)) => {
+                Error::DuplicateInstance {
+                    instance: instance.clone(),
+                    op: KafkaOp::Poll,
+                    reason: e.to_string(),
+                }
+            }
+            _ => Error::kafka(KafkaOp::Poll, e),
+        }
+    }
+}
+
+/// The group's committed offset of one partition (`None`: nothing committed). Under
+/// `read_committed`, librdkafka asks for stable offsets (KIP-447): a transaction still
+/// completing delays the answer instead of hiding its offsets.
+fn committed_offset<C: ConsumerContext + 'static>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Result<Option<i64>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = with_retries(3, crate::commit::RETRY_BACKOFF, || {
+        consumer
+            .committed_offsets(tpl.clone(), timeout)
+            .map_err(|e| Error::kafka(KafkaOp::FetchCommitted, e))
+    })?;
+    Ok(
+        match got.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) if o >= 0 => Some(o),
+            _ => None,
+        },
+    )
 }
 
 /// The consumer context: routes rebalance callbacks to the shared state.
@@ -239,8 +455,15 @@ impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                if let Some(state) = lock(&self.state).as_mut() {
-                    state.revoke(consumer, tpl);
+                // A poisoned lock means a thread panicked holding it: never commit then.
+                let (mut guard, lock_poisoned) = match self.state.lock() {
+                    Ok(g) => (g, false),
+                    Err(p) => (p.into_inner(), true),
+                };
+                if let Some(state) = guard.as_mut() {
+                    let poisoned =
+                        lock_poisoned || std::thread::panicking() || state.poison.is_set();
+                    state.revoke(consumer, tpl, poisoned);
                 }
             }
             Rebalance::Assign(tpl) => {
@@ -259,35 +482,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn new_transactional_id(config: &Config) -> String {
-    match &config.group_instance_id {
-        Some(id) => format!("{}-{}", config.application_id, id),
-        None => {
-            static SEQ: AtomicU64 = AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            format!(
-                "{}-{}-{:x}-{}",
-                config.application_id,
-                std::process::id(),
-                nanos,
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            )
-        }
-    }
-}
-
-fn create_producer(config: &Config, stats: Arc<Stats>) -> Result<Arc<OutputProducer>> {
+fn create_producer(
+    config: &Config,
+    transactional_id: &str,
+    stats: Arc<Stats>,
+) -> Result<Arc<OutputProducer>> {
     let mut c = config.client_config(false);
-    c.set("partitioner", "murmur2_random");
+    let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_producer.contains_key(k);
+    if !user_set("partitioner") {
+        // The Java client's partitioner, so that keys land where Kafka Streams puts them.
+        c.set("partitioner", "murmur2_random");
+    }
     match config.guarantee {
         Guarantee::ExactlyOnce => {
             let txn_timeout = config.transaction_timeout_ms.to_string();
-            c.set("transactional.id", new_transactional_id(config))
+            c.set("transactional.id", transactional_id)
                 .set("transaction.timeout.ms", &txn_timeout);
-            if !config.kafka.contains_key("message.timeout.ms") {
+            if !user_set("message.timeout.ms") {
                 c.set("message.timeout.ms", &txn_timeout);
             }
         }
@@ -304,14 +515,17 @@ fn create_producer(config: &Config, stats: Arc<Stats>) -> Result<Arc<OutputProdu
     Ok(Arc::new(OutputProducer { producer, stats }))
 }
 
-/// Runs one worker until `stop` is set or a fatal error happens.
+/// Runs one worker until `stop` is set or a fatal error happens. `instance` (its locked
+/// directory and transactional id) is held until the worker has left the group.
 pub(crate) fn run_worker(
     config: Config,
     pipeline: Pipeline,
+    instance: Instance,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) -> Result<()> {
-    let output = create_producer(&config, stats.clone())?;
+    let poison = Arc::new(Poison::default());
+    let output = create_producer(&config, instance.transactional_id(), stats.clone())?;
     let metadata_timeout = Duration::from_secs(10);
     let app = &config.application_id;
     let topics: Vec<String> = pipeline
@@ -325,14 +539,16 @@ pub(crate) fn run_worker(
         &topics[0],
         metadata_timeout,
     )?;
-    for internal in pipeline.internal_topics() {
-        let topic = format!("{app}-{internal}");
+    let mut internal = HashSet::new();
+    for name in pipeline.internal_topics() {
+        let topic = format!("{app}-{name}");
         crate::admin::ensure_topic(
             &config,
             &topic,
             inputs,
             crate::admin::TopicKind::Repartition,
         )?;
+        internal.insert(topic);
     }
     let outputs = source::partition_count(
         output.producer.client(),
@@ -348,32 +564,43 @@ pub(crate) fn run_worker(
             metadata_timeout,
         )?;
     }
-    tracing::info!(?topics, inputs, output = %pipeline.output, outputs, side_topics = ?pipeline.side_topics, guarantee = ?config.guarantee, "worker starting");
+    tracing::info!(?topics, inputs, output = %pipeline.output, outputs, side_topics = ?pipeline.side_topics, guarantee = ?config.guarantee, instance = %instance.dir().display(), "worker starting");
     if config.guarantee == Guarantee::ExactlyOnce {
         let p = &output.producer;
-        crate::commit::with_retries(config.max_retries, KafkaOp::InitTransactions, || {
+        with_retries(config.max_retries, crate::commit::RETRY_BACKOFF, || {
             p.init_transactions(config.kafka_call_timeout())
+                .map_err(|e| Error::kafka(KafkaOp::InitTransactions, e))
         })?;
     }
+    let transactions = KafkaTransactions {
+        output: output.clone(),
+        timeout: config.kafka_call_timeout(),
+        instance: config.group_instance_id.clone(),
+    };
     let state = Arc::new(Mutex::new(Some(WorkerState {
-        committer: Committer::new(&config, output.clone(), stats.clone()),
+        committer: Committer::new(&config, transactions, stats.clone(), poison.clone()),
         builds: pipeline
             .stages
             .iter()
             .map(|s| (s.input.resolve(app), s.build.clone()))
             .collect(),
+        internal,
         output: output.clone(),
         state: Arc::new(StateEnv::new(
             config.clone(),
             output.clone(),
             inputs,
             stats.clone(),
+            instance.dir().join(crate::state::STORE_DIR),
         )),
         tasks: Tasks::new(),
         stats: stats.clone(),
+        poison: poison.clone(),
+        config: config.clone(),
         fatal: None,
         aborts_in_a_row: 0,
-        max_aborts: config.max_retries,
+        admin: None,
+        last_purge: Instant::now(),
     })));
     let consumer = source::create_consumer(
         &config,
@@ -386,7 +613,24 @@ pub(crate) fn run_worker(
         .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
         .map_err(|e| Error::kafka(KafkaOp::Subscribe, e))?;
 
-    let result = poll_loop(&consumer, &state, &stop, config.commit_interval());
+    let looped = catch_unwind(AssertUnwindSafe(|| {
+        poll_loop(&consumer, &state, &stop, config.commit_interval())
+    }));
+    let result = match looped {
+        Ok(result) => result,
+        Err(payload) => {
+            // A panic outside user code (a bug of the runtime): nothing may commit.
+            let err = poison.record(
+                "the runtime",
+                "in the worker loop".into(),
+                poison::message(payload.as_ref()),
+            );
+            if let Some(st) = lock(&state).as_mut() {
+                let _ = st.fail(Error::Worker("the worker loop panicked".into()), &consumer);
+            }
+            Err(err)
+        }
+    };
     // Leave the group: close runs the revoke callback, which commits what is still open
     // (after an error the state was already aborted and is removed first).
     if result.is_err() {
@@ -405,6 +649,7 @@ pub(crate) fn run_worker(
         Ok(()) => tracing::info!("worker stopped"),
         Err(e) => tracing::error!(error = %e, "worker stopped on an error"),
     }
+    drop(instance);
     result
 }
 
@@ -445,13 +690,18 @@ fn poll_loop(
         }
         .min(max_wait);
         match consumer.poll(wait) {
-            None => {}
+            None => {
+                // Idle: housekeeping that a busy worker does after its commits.
+                if let Some(st) = lock(state).as_mut() {
+                    st.purge_committed();
+                }
+            }
             Some(Ok(m)) => {
                 let mut guard = lock(state);
                 let Some(st) = guard.as_mut() else {
                     return Ok(());
                 };
-                if let Err(e) = st.process(&m) {
+                if let Err(e) = st.process(&m, consumer) {
                     if let Err(e) = st.record_failed(e, consumer) {
                         return Err(st.fail(e, consumer));
                     }
@@ -459,9 +709,12 @@ fn poll_loop(
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
-                let err = Error::kafka(KafkaOp::Poll, e);
+                let mut guard = lock(state);
+                let err = match guard.as_ref() {
+                    Some(st) => st.consumer_error(e),
+                    None => Error::kafka(KafkaOp::Poll, e),
+                };
                 if err.action() == Action::Fatal {
-                    let mut guard = lock(state);
                     return Err(match guard.as_mut() {
                         Some(st) => st.fail(err, consumer),
                         None => err,

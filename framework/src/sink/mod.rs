@@ -6,6 +6,7 @@
 use crate::codec::Codec;
 use crate::error::{Error, KafkaOp, Result};
 use crate::pipeline::node::Node;
+use crate::poison::Poison;
 use crate::record::Record;
 use crate::runtime::stats::Stats;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -155,6 +156,7 @@ pub(crate) struct SinkNode<K, V> {
     pub(crate) topic: String,
     pub(crate) sink: Arc<Sink<K, V>>,
     pub(crate) output: Arc<OutputProducer>,
+    pub(crate) poison: Arc<Poison>,
 }
 
 /// One record encoded for its topic.
@@ -228,8 +230,23 @@ impl OutputProducer {
 }
 
 impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
+    fn assign(&mut self) -> Result<()> {
+        Ok(())
+    }
     fn push(&mut self, r: Record<K, V>) -> Result<()> {
-        let encoded = self.sink.encode(&self.topic, &r)?;
+        let encoded = crate::poison::guard(
+            &self.poison,
+            || self.sink.encode(&self.topic, &r),
+            || {
+                (
+                    format!("sink codec of {}", self.topic),
+                    format!(
+                        "on record {}/{}@{}",
+                        r.origin.topic, r.origin.partition, r.origin.offset
+                    ),
+                )
+            },
+        )?;
         self.output.send_encoded(&self.topic, encoded)
     }
     fn barrier(&mut self) -> Result<()> {

@@ -17,15 +17,18 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
     context: C,
 ) -> Result<BaseConsumer<C>> {
     let mut c = config.client_config(true);
+    let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_consumer.contains_key(k);
     c.set("group.id", &config.application_id)
         .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
         .set(
             "max.poll.interval.ms",
             config.max_poll_interval_ms.to_string(),
         )
         .set("enable.partition.eof", "false");
-    let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_consumer.contains_key(k);
+    if !user_set("auto.offset.reset") {
+        // A partition without a committed offset starts at its beginning.
+        c.set("auto.offset.reset", "earliest");
+    }
     let classic = c
         .get("group.protocol")
         .is_none_or(|p| p.eq_ignore_ascii_case("classic"));

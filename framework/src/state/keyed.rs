@@ -109,10 +109,7 @@ impl StateCell {
                         .max(self.checkpoint.changelog_offset),
                     None => self.checkpoint.changelog_offset,
                 };
-                self.checkpoint = Checkpoint {
-                    input_offset,
-                    changelog_offset,
-                };
+                self.checkpoint = Checkpoint::now(input_offset, changelog_offset);
                 // Made durable once per cycle for all tasks by `StateEnv::flush`.
                 PreparedBatch::new(overlay, self.checkpoint)?.apply(tree)
             }

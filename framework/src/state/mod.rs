@@ -37,7 +37,9 @@ pub struct StateSummary {
     pub keys: usize,
 }
 
-fn open_existing(state_dir: &Path, application_id: &str) -> Result<sled::Db> {
+/// The local stores of every worker of `application_id` under `state_dir` (one per
+/// instance directory, see [`crate::instance`]).
+fn open_existing(state_dir: &Path, application_id: &str) -> Result<Vec<sled::Db>> {
     let dir = state_dir.join(application_id);
     if !dir.exists() {
         return Err(Error::State {
@@ -45,31 +47,40 @@ fn open_existing(state_dir: &Path, application_id: &str) -> Result<sled::Db> {
             message: format!("{} does not exist", dir.display()),
         });
     }
-    store::open(&dir)
+    crate::instance::all_dirs(state_dir, application_id)?
+        .into_iter()
+        .map(|d| d.join(STORE_DIR))
+        .filter(|d| d.exists())
+        .map(|d| store::open(&d))
+        .collect()
 }
 
-/// Lists every local state of `application_id` under `state_dir` with its checkpoint and
-/// key count. The worker that owns the directory must be stopped.
+/// The local store's directory inside a worker's instance directory.
+pub(crate) const STORE_DIR: &str = "store";
+
+/// Lists every local state of `application_id` under `state_dir` (all its workers' stores)
+/// with its checkpoint and key count. The workers that own the directories must be stopped.
 ///
 /// # Errors
-/// [`Error::State`] when the directory is missing or locked by a running worker.
+/// [`Error::State`] when the directory is missing or a store is held by a running worker.
 pub fn inspect(state_dir: &Path, application_id: &str) -> Result<Vec<StateSummary>> {
-    let db = open_existing(state_dir, application_id)?;
     let mut out = Vec::new();
-    for name in db.tree_names() {
-        let name = String::from_utf8_lossy(&name).to_string();
-        if name.starts_with("__sled") {
-            continue;
+    for db in open_existing(state_dir, application_id)? {
+        for name in db.tree_names() {
+            let name = String::from_utf8_lossy(&name).to_string();
+            if name.starts_with("__sled") {
+                continue;
+            }
+            let tree = db.open_tree(&name).map_err(|e| Error::State {
+                op: "inspect",
+                message: e.to_string(),
+            })?;
+            out.push(StateSummary {
+                checkpoint: store::checkpoint(&tree)?,
+                keys: store::key_count(&tree),
+                name,
+            });
         }
-        let tree = db.open_tree(&name).map_err(|e| Error::State {
-            op: "inspect",
-            message: e.to_string(),
-        })?;
-        out.push(StateSummary {
-            checkpoint: store::checkpoint(&tree)?,
-            keys: store::key_count(&tree),
-            name,
-        });
     }
     Ok(out)
 }
@@ -89,17 +100,27 @@ where
     K: DeserializeOwned + Ord,
     V: DeserializeOwned,
 {
-    let db = open_existing(state_dir, application_id)?;
     let prefix = format!("{operator}/{state}/");
     let mut out = BTreeMap::new();
-    for name in db.tree_names() {
-        if !name.starts_with(prefix.as_bytes()) {
-            continue;
+    // Several workers may have held a partition: the one whose checkpoint is furthest
+    // along has its committed state.
+    let mut best: BTreeMap<Vec<u8>, (i64, sled::Tree)> = BTreeMap::new();
+    for db in open_existing(state_dir, application_id)? {
+        for name in db.tree_names() {
+            if !name.starts_with(prefix.as_bytes()) {
+                continue;
+            }
+            let tree = db.open_tree(&name).map_err(|e| Error::State {
+                op: "read",
+                message: e.to_string(),
+            })?;
+            let at = store::checkpoint(&tree)?.map_or(-1, |c| c.input_offset);
+            if best.get(name.as_ref()).is_none_or(|(b, _)| at > *b) {
+                best.insert(name.to_vec(), (at, tree));
+            }
         }
-        let tree = db.open_tree(&name).map_err(|e| Error::State {
-            op: "read",
-            message: e.to_string(),
-        })?;
+    }
+    for (_, (_, tree)) in best {
         for kv in tree.scan_prefix([0u8]) {
             let (k, v) = kv.map_err(|e| Error::State {
                 op: "read",

@@ -5,14 +5,50 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// Where a task's local state stands: the input offset it reflects and the changelog offset
-/// to replay from.
+/// Where a task's local state stands: the input offset it reflects, the changelog offset
+/// to replay from, and when it was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Next input offset after the last committed cycle applied here.
     pub input_offset: i64,
     /// Next changelog offset after the last changelog record applied here.
     pub changelog_offset: i64,
+    /// When the local store applied it, in ms since the epoch (0: unknown). A checkpoint
+    /// older than the changelog's `delete.retention.ms` may have missed tombstones that
+    /// compaction has removed since, so it is not replayed from but rebuilt.
+    pub written_at_ms: u64,
+}
+
+impl Checkpoint {
+    /// A checkpoint written now.
+    pub(crate) fn now(input_offset: i64, changelog_offset: i64) -> Self {
+        Checkpoint {
+            input_offset,
+            changelog_offset,
+            written_at_ms: now_ms(),
+        }
+    }
+
+    /// How long ago it was written (`None`: unknown).
+    pub(crate) fn age(&self) -> Option<std::time::Duration> {
+        (self.written_at_ms > 0)
+            .then(|| std::time::Duration::from_millis(now_ms().saturating_sub(self.written_at_ms)))
+    }
+}
+
+/// The wall clock in ms since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// The checkpoint as stores before `written_at_ms` wrote it.
+#[derive(Deserialize)]
+struct LegacyCheckpoint {
+    input_offset: i64,
+    changelog_offset: i64,
 }
 
 /// User keys live under this prefix byte, the checkpoint under [`CHECKPOINT_KEY`].
@@ -46,7 +82,7 @@ pub(crate) fn open(dir: &std::path::Path) -> Result<sled::Db> {
         .map_err(|e| Error::State {
             op: "open",
             message: format!(
-                "{}: {e} (each worker needs its own state_dir)",
+                "{}: {e} (is another program using this directory?)",
                 dir.display()
             ),
         })
@@ -80,12 +116,24 @@ pub fn checkpoint(tree: &sled::Tree) -> Result<Option<Checkpoint>> {
         .map_err(sled_error("read checkpoint"))?
     {
         None => Ok(None),
-        Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-            .map(|(c, _)| Some(c))
-            .map_err(|e| Error::State {
-                op: "read checkpoint",
-                message: e.to_string(),
-            }),
+        Some(bytes) => {
+            let config = bincode::config::standard();
+            match bincode::serde::decode_from_slice::<Checkpoint, _>(&bytes, config) {
+                Ok((c, n)) if n == bytes.len() => Ok(Some(c)),
+                _ => bincode::serde::decode_from_slice::<LegacyCheckpoint, _>(&bytes, config)
+                    .map(|(c, _)| {
+                        Some(Checkpoint {
+                            input_offset: c.input_offset,
+                            changelog_offset: c.changelog_offset,
+                            written_at_ms: 0,
+                        })
+                    })
+                    .map_err(|e| Error::State {
+                        op: "read checkpoint",
+                        message: e.to_string(),
+                    }),
+            }
+        }
     }
 }
 
@@ -153,10 +201,7 @@ mod tests {
         let mut overlay = HashMap::new();
         overlay.insert(b"a".to_vec(), Some(b"1".to_vec()));
         overlay.insert(b"b".to_vec(), None);
-        let cp = Checkpoint {
-            input_offset: 10,
-            changelog_offset: 3,
-        };
+        let cp = Checkpoint::now(10, 3);
         PreparedBatch::new(overlay, cp)
             .unwrap()
             .apply(&tree)
@@ -165,6 +210,15 @@ mod tests {
         assert_eq!(get(&tree, b"b").unwrap(), None);
         assert_eq!(checkpoint(&tree).unwrap(), Some(cp));
         assert_eq!(key_count(&tree), 1);
+        // A checkpoint written before `written_at_ms` existed still reads, with no age.
+        let legacy =
+            bincode::serde::encode_to_vec((7i64, 2i64), bincode::config::standard()).unwrap();
+        tree.insert(CHECKPOINT_KEY, legacy).unwrap();
+        let old = checkpoint(&tree).unwrap().unwrap();
+        assert_eq!(
+            (old.input_offset, old.changelog_offset, old.age()),
+            (7, 2, None)
+        );
         drop(db);
         let _ = std::fs::remove_dir_all(dir);
     }
