@@ -20,8 +20,11 @@
 //!    the single commit point. Failures abort and rewind.
 //!
 //! [`runtime`] wires these together on a dedicated thread per worker, and handles
-//! rebalances (commit in the revoke callback) and shutdown. [`config`] and [`error`] are
-//! shared by all.
+//! rebalances (commit in the revoke callback) and shutdown. The commit protocol's core does
+//! no I/O: it talks to traits for the producer, the consumer and the tasks, so each failure
+//! branch is unit-tested. A panic in user code is caught where it happens and poisons the
+//! worker (`poison`): nothing commits afterwards. Each worker holds a locked directory of
+//! its own under `state_dir` (`instance`). [`config`] and [`error`] are shared by all.
 
 #![warn(missing_docs)]
 

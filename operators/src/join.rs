@@ -43,16 +43,18 @@
 //!   `exactly_table_records_skipped_total{topic}` (a compacted topic cannot hold one). The
 //!   table topic is not part of the consumer group, and no offset of it is ever committed.
 //!   The gauge `exactly_table_rows{topic}` follows the row count.
-//! - **Bootstrap**: the first task that needs the table (in `on_assign`, before its first
-//!   record is processed) takes the high watermarks of every table partition and waits
-//!   until the reader has read up to them. A fresh worker therefore never joins against a
-//!   half-loaded table. Later tasks of the process find it loaded. The wait is bounded by
-//!   twice `transaction_timeout_ms` plus a minute (an open transaction on the table topic
-//!   holds `read_committed` readers back); past it the cycle is aborted and replayed.
-//!   The worker does not poll its consumer meanwhile, so a table that takes longer than
-//!   `max_poll_interval_ms` to load costs the worker its partitions; a load longer than
-//!   `transaction_timeout_ms` aborts the cycle it started in, replayed against the loaded
-//!   table.
+//! - **Bootstrap**: the first task that needs the table (in `on_assign`, when the task
+//!   starts: before its first record, and outside any transaction — the worker commits its
+//!   open cycle before it starts a task) takes the high watermarks of every table partition
+//!   and waits until the reader has read up to them. A fresh worker therefore never joins
+//!   against a half-loaded table, and a load longer than `transaction_timeout_ms` costs no
+//!   transaction. Later tasks of the process find it loaded. The wait is bounded by twice
+//!   `transaction_timeout_ms` plus a minute (an open transaction on the table topic holds
+//!   `read_committed` readers back); past it the task's start fails with a state error, its
+//!   first record is delivered again and the start is tried again (the worker stops after
+//!   `max_retries` such failures in a row). The worker does not poll its consumer
+//!   meanwhile, so a table that takes longer than `max_poll_interval_ms` to load costs the
+//!   worker its partitions.
 //! - **Lifetime**: the reader stops, and the rows are freed, when no task has used the table
 //!   for [`Table::keep_alive`] (default 30 s), so that a rebalance which revokes and
 //!   reassigns every partition (eager assignment) does not reload it. [`live_tables`] lists

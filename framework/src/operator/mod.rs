@@ -229,10 +229,15 @@ impl Context {
 /// A step of a pipeline: takes records of type `Record<K, V>`, emits `Record<OutKey, OutValue>`.
 ///
 /// The runtime drives each instance through, in order: [`on_assign`](Operator::on_assign)
-/// once, then [`process`](Operator::process) for each record of the task and
+/// once when the task starts, then [`process`](Operator::process) for each record of the task and
 /// [`on_barrier`](Operator::on_barrier) before each commit, followed by
 /// [`on_commit`](Operator::on_commit) or [`on_abort`](Operator::on_abort), and finally
 /// [`on_revoke`](Operator::on_revoke) when the partition leaves this worker.
+///
+/// A panic in any of these methods (or in a codec) is caught where it happens: the open
+/// transaction is aborted before anything else runs, nothing of the cycle is committed,
+/// and the worker stops with [`Error::Panicked`](crate::Error::Panicked) naming the
+/// operator, the task and the record's offset.
 pub trait Operator<K, V>: Send + 'static {
     /// Key type of emitted records.
     type OutKey: Send + 'static;
@@ -252,10 +257,12 @@ pub trait Operator<K, V>: Send + 'static {
         out: &mut dyn Collector<Self::OutKey, Self::OutValue>,
     ) -> Result<()>;
 
-    /// Called once before the first record of the task.
+    /// Called once when the task starts: before its first record, and outside any
+    /// transaction (the worker commits its open cycle first). Open keyed state here: its
+    /// restore runs now.
     ///
     /// # Errors
-    /// As for `process`.
+    /// As for `process`; the task's start is retried at its next record.
     fn on_assign(&mut self, ctx: &mut Context) -> Result<()> {
         let _ = ctx;
         Ok(())
