@@ -236,7 +236,7 @@ impl Context {
 ///
 /// A panic in any of these methods (or in a codec) is caught where it happens: the open
 /// transaction is aborted before anything else runs, nothing of the cycle is committed,
-/// and the worker stops with [`Error::Panicked`](crate::Error::Panicked) naming the
+/// and the worker stops with [`Error::Panicked`] naming the
 /// operator, the task and the record's offset.
 pub trait Operator<K, V>: Send + 'static {
     /// Key type of emitted records.
