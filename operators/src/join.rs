@@ -754,7 +754,7 @@ where
         .create()
         .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
     let timeout = Duration::from_secs(10);
-    let partitions = exactly_framework::source::topic_partitions(
+    let partitions = exactly_framework::topics::topic_partitions(
         consumer.client(),
         &config.brokers,
         topic,

@@ -514,7 +514,7 @@ where
         };
         if !open {
             self.late_records += 1;
-            metrics::counter!("exactly_window_late_records_total", "operator" => ctx.operator().to_string())
+            metrics::counter!(exactly_framework::observability::metric::WINDOW_LATE_RECORDS, "operator" => ctx.operator().to_string())
                 .increment(1);
             if let Some(late) = self.windows.late.clone() {
                 ctx.emit_to(&late, record)?;

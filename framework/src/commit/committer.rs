@@ -5,9 +5,9 @@
 use super::{is_unfinished_commit, with_retries, Group, State, Transactions};
 use crate::config::{Config, Guarantee};
 use crate::error::{Action, Error, KafkaOp, Result};
+use crate::observability::Stats;
 use crate::poison::Poison;
 use crate::record::TaskId;
-use crate::runtime::stats::Stats;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 
 use super::{Group, Membership, Position, Transactions};
 use crate::error::{Error, KafkaOp, Result};
-use crate::sink::OutputProducer;
+use crate::producer::WorkerProducer;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata,
 };
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// The worker's producer as [`Transactions`]; `timeout` bounds each blocking call.
 pub(crate) struct KafkaTransactions {
-    pub(crate) output: Arc<OutputProducer>,
+    pub(crate) output: Arc<WorkerProducer>,
     pub(crate) timeout: Duration,
     /// The worker's `group_instance_id`: its transactional id is derived from it, so a
     /// fenced producer means another worker with the same id.

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::config::{Config, Guarantee};
+use crate::observability::Stats;
 use crate::poison::Poison;
-use crate::runtime::stats::Stats;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::collections::VecDeque;
 use std::sync::Arc;

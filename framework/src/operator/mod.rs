@@ -6,10 +6,10 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::producer::Sink;
 use crate::record::{Record, TaskId};
-use crate::sink::Sink;
-use crate::state::changelog::StateEnv;
 use crate::state::keyed::{Committed, StateCell};
+use crate::state::manager::StateManager;
 use crate::state::{Checkpoint, KeyedState, StateDescriptor};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,7 +31,7 @@ pub trait Collector<K, V> {
 pub struct Context {
     task: TaskId,
     operator: String,
-    env: Option<Arc<StateEnv>>,
+    env: Option<Arc<StateManager>>,
     start_offset: i64,
     states: Vec<(String, Arc<Mutex<StateCell>>)>,
     side: Vec<SideRecord>,
@@ -79,7 +79,7 @@ impl Context {
     pub(crate) fn with_state(
         task: TaskId,
         operator: String,
-        env: Arc<StateEnv>,
+        env: Arc<StateManager>,
         start_offset: i64,
     ) -> Self {
         Context {

@@ -5,33 +5,16 @@ pub(crate) mod node;
 
 use crate::codec::{Codec, RawSerde};
 use crate::operator::{Context, Operator};
+use crate::producer::{Sink, WorkerProducer};
 use crate::record::TaskId;
-use crate::sink::{OutputProducer, Sink, SinkNode};
-use crate::state::changelog::StateEnv;
-use node::{Downstream, Node, OperatorNode, RawNode, SourceNode};
+use crate::state::manager::StateManager;
+use crate::topics::TopicName;
+use node::{Downstream, Node, OperatorNode, RawNode, SinkNode, SourceNode};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 type BuildChain<K, V> = dyn Fn(&TaskSetup, Box<dyn Node<K, V>>) -> Box<dyn RawNode> + Send + Sync;
 pub(crate) type BuildTask = dyn Fn(&TaskSetup) -> Box<dyn RawNode> + Send + Sync;
-
-/// A topic as the pipeline names it: the user's, or an internal one the runtime names
-/// `{application_id}-{name}` and creates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TopicName {
-    External(String),
-    Internal(String),
-}
-
-impl TopicName {
-    /// The topic's name for an application.
-    pub(crate) fn resolve(&self, application_id: &str) -> String {
-        match self {
-            TopicName::External(t) => t.clone(),
-            TopicName::Internal(n) => format!("{application_id}-{n}"),
-        }
-    }
-}
 
 /// One sub-pipeline: an input topic and the chain its tasks run. A pipeline with a
 /// repartition has two; the runtime's one consumer reads all their inputs.
@@ -44,8 +27,8 @@ pub(crate) struct Stage {
 /// What the runtime gives a new task's chain.
 pub(crate) struct TaskSetup {
     pub(crate) id: TaskId,
-    pub(crate) output: Arc<OutputProducer>,
-    pub(crate) state: Arc<StateEnv>,
+    pub(crate) output: Arc<WorkerProducer>,
+    pub(crate) state: Arc<StateManager>,
     /// The committed input offset the task resumes at.
     pub(crate) start_offset: i64,
     /// The worker's record of panics in user code.
@@ -148,7 +131,7 @@ impl Pipeline {
     pub fn copy(input: impl Into<String>, output: impl Into<String>) -> Pipeline {
         Self::from_topic_with_key(input, RawSerde, RawSerde)
             .to(Sink::topic(output, RawSerde, RawSerde)
-                .partitioning(crate::sink::Partitioning::SameAsInput))
+                .partitioning(crate::producer::Partitioning::SameAsInput))
     }
 
     /// The input topic (of the first sub-pipeline).
@@ -244,7 +227,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             topic: internal.clone(),
             key: Arc::new(key.clone()),
             value: Arc::new(value.clone()),
-            partitioning: crate::sink::Partitioning::ByKey,
+            partitioning: crate::producer::Partitioning::ByKey,
         };
         let mut operators = self.operators.clone();
         operators.push(name);

@@ -9,6 +9,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::operator::{Collector, Context, Operator};
 use crate::poison::{self, Poison};
+use crate::producer::{Sink, WorkerProducer};
 use crate::record::{Header, Origin, Record};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -220,4 +221,43 @@ impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
     fn revoke(&mut self) {
         self.next.revoke()
     }
+}
+
+/// The last node of a chain.
+pub(crate) struct SinkNode<K, V> {
+    /// The resolved topic name.
+    pub(crate) topic: String,
+    pub(crate) sink: Arc<Sink<K, V>>,
+    pub(crate) output: Arc<WorkerProducer>,
+    pub(crate) poison: Arc<Poison>,
+}
+
+impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
+    fn assign(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn push(&mut self, r: Record<K, V>) -> Result<()> {
+        let encoded = poison::guard(
+            &self.poison,
+            || self.sink.encode(&self.topic, &r),
+            || {
+                (
+                    format!("sink codec of {}", self.topic),
+                    format!(
+                        "on record {}/{}@{}",
+                        r.origin.topic, r.origin.partition, r.origin.offset
+                    ),
+                )
+            },
+        )?;
+        self.output.send_encoded(&self.topic, encoded)
+    }
+    fn barrier(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn commit(&mut self, _input_offset: i64) -> Result<()> {
+        Ok(())
+    }
+    fn abort(&mut self) {}
+    fn revoke(&mut self) {}
 }

@@ -1,14 +1,14 @@
 //! Running pipelines: [`Runtime`] starts workers; each is one member of the consumer group.
 //!
-//! Wiring only: the worker loop lives in `worker`, the commit protocol in
-//! [`commit`](crate::commit), input in [`source`](crate::source), output in
-//! [`sink`](crate::sink).
+//! Wiring only: the worker loop lives in `worker`, the group consumer in `consumer`, a task
+//! in `task`; the commit protocol in [`commit`](crate::commit), output in
+//! [`producer`](crate::producer).
 
-pub(crate) mod stats;
+pub(crate) mod consumer;
 pub(crate) mod task;
 pub(crate) mod worker;
 
-pub use stats::{Stats, StatsSnapshot};
+pub use crate::observability::{Stats, StatsSnapshot};
 
 use crate::config::Config;
 use crate::error::{Error, Result};

@@ -9,14 +9,15 @@ use crate::commit::{with_retries, Committer, Outcome};
 use crate::config::{Config, Guarantee};
 use crate::error::{Action, Error, KafkaOp, Result};
 use crate::instance::Instance;
+use crate::observability::Stats;
 use crate::pipeline::{Pipeline, TaskSetup};
 use crate::poison::{self, Poison};
+use crate::producer::{DeliveryContext, WorkerProducer};
 use crate::record::TaskId;
-use crate::runtime::stats::Stats;
+use crate::runtime::consumer;
 use crate::runtime::task::{Task, Tasks};
-use crate::sink::{OutputContext, OutputProducer};
-use crate::source;
-use crate::state::changelog::StateEnv;
+use crate::state::manager::StateManager;
+use crate::topics;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -27,7 +28,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,8 +38,8 @@ pub(crate) struct WorkerState {
     builds: Vec<(String, Arc<crate::pipeline::BuildTask>)>,
     /// The stages' inputs that are internal (repartition) topics: purged once committed.
     internal: HashSet<String>,
-    output: Arc<OutputProducer>,
-    state: Arc<StateEnv>,
+    output: Arc<WorkerProducer>,
+    state: Arc<StateManager>,
     committer: Committer<KafkaTransactions>,
     tasks: Tasks,
     stats: Arc<Stats>,
@@ -267,7 +268,7 @@ impl WorkerState {
             .map(|t| (t.id.topic.to_string(), t.id.partition, t.committed))
             .collect();
         if self.admin.is_none() {
-            match crate::admin::client(&self.config) {
+            match crate::topics::client(&self.config) {
                 Ok(a) => self.admin = Some(a),
                 Err(err) => {
                     tracing::warn!(%err, "cannot create the admin client that purges repartition records");
@@ -276,7 +277,7 @@ impl WorkerState {
             }
         }
         if let Some(admin) = &self.admin {
-            crate::admin::purge(admin, &committed);
+            crate::topics::purge(admin, &committed);
         }
     }
 
@@ -440,7 +441,7 @@ impl ClientContext for WorkerContext {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
                     metrics::gauge!(
-                        "exactly_partition_lag",
+                        crate::observability::metric::PARTITION_LAG,
                         "topic" => topic.clone(),
                         "partition" => partition.to_string()
                     )
@@ -486,7 +487,7 @@ fn create_producer(
     config: &Config,
     transactional_id: &str,
     stats: Arc<Stats>,
-) -> Result<Arc<OutputProducer>> {
+) -> Result<Arc<WorkerProducer>> {
     let mut c = config.client_config(false);
     let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_producer.contains_key(k);
     if !user_set("partitioner") {
@@ -506,13 +507,10 @@ fn create_producer(
             c.set("enable.idempotence", "true");
         }
     }
-    let producer: ThreadedProducer<OutputContext> = c
-        .create_with_context(OutputContext {
-            delivery_failures: AtomicU64::new(0),
-            changelog_offsets: Default::default(),
-        })
+    let producer: ThreadedProducer<DeliveryContext> = c
+        .create_with_context(DeliveryContext::new())
         .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
-    Ok(Arc::new(OutputProducer { producer, stats }))
+    Ok(Arc::new(WorkerProducer::new(producer, stats)))
 }
 
 /// Runs one worker until `stop` is set or a fatal error happens. `instance` (its locked
@@ -533,7 +531,7 @@ pub(crate) fn run_worker(
         .iter()
         .map(|s| s.input.resolve(app))
         .collect();
-    let inputs = source::partition_count(
+    let inputs = topics::partition_count(
         output.producer.client(),
         &config.brokers,
         &topics[0],
@@ -542,22 +540,22 @@ pub(crate) fn run_worker(
     let mut internal = HashSet::new();
     for name in pipeline.internal_topics() {
         let topic = format!("{app}-{name}");
-        crate::admin::ensure_topic(
+        crate::topics::ensure_topic(
             &config,
             &topic,
             inputs,
-            crate::admin::TopicKind::Repartition,
+            crate::topics::TopicKind::Repartition,
         )?;
         internal.insert(topic);
     }
-    let outputs = source::partition_count(
+    let outputs = topics::partition_count(
         output.producer.client(),
         &config.brokers,
         &pipeline.output,
         metadata_timeout,
     )?;
     for side in &pipeline.side_topics {
-        source::partition_count(
+        topics::partition_count(
             output.producer.client(),
             &config.brokers,
             side,
@@ -586,7 +584,7 @@ pub(crate) fn run_worker(
             .collect(),
         internal,
         output: output.clone(),
-        state: Arc::new(StateEnv::new(
+        state: Arc::new(StateManager::new(
             config.clone(),
             output.clone(),
             inputs,
@@ -602,7 +600,7 @@ pub(crate) fn run_worker(
         admin: None,
         last_purge: Instant::now(),
     })));
-    let consumer = source::create_consumer(
+    let consumer = consumer::create_consumer(
         &config,
         WorkerContext {
             state: state.clone(),

@@ -1,8 +1,8 @@
 //! Typed per-key state handles and the per-task cell behind them.
 
+use super::changelog::ChangelogWriter;
 use super::store::{self, Checkpoint, PreparedBatch};
 use crate::error::{Error, Result};
-use crate::state::changelog::StateEnv;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ pub(crate) enum Committed {
 pub(crate) struct StateCell {
     pub(crate) committed: Committed,
     pub(crate) overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    pub(crate) changelog: Option<(Arc<StateEnv>, String, i32)>,
+    pub(crate) changelog: Option<ChangelogWriter>,
     pub(crate) checkpoint: Checkpoint,
 }
 
@@ -77,10 +77,9 @@ impl StateCell {
 
     /// Step 2: the last value of every dirty key to the changelog, in the open transaction.
     pub(crate) fn barrier(&mut self) -> Result<()> {
-        if let Some((env, topic, partition)) = &self.changelog {
+        if let Some(changelog) = &self.changelog {
             for (k, v) in &self.overlay {
-                env.output
-                    .send(topic, Some(*partition), Some(k), v.as_deref(), None, None)?;
+                changelog.write(k, v.as_deref())?;
             }
         }
         Ok(())
@@ -102,15 +101,14 @@ impl StateCell {
             }
             Committed::Sled(tree) => {
                 let changelog_offset = match &self.changelog {
-                    Some((env, topic, partition)) => env
-                        .output
-                        .changelog_end(topic, *partition)
+                    Some(changelog) => changelog
+                        .end()
                         .unwrap_or(self.checkpoint.changelog_offset)
                         .max(self.checkpoint.changelog_offset),
                     None => self.checkpoint.changelog_offset,
                 };
                 self.checkpoint = Checkpoint::now(input_offset, changelog_offset);
-                // Made durable once per cycle for all tasks by `StateEnv::flush`.
+                // Made durable once per cycle for all tasks by `StateManager::flush`.
                 PreparedBatch::new(overlay, self.checkpoint)?.apply(tree)
             }
         }

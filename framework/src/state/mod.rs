@@ -10,12 +10,18 @@
 //! - Step 5, only after the Kafka commit: the overlay becomes a [`store::PreparedBatch`]
 //!   (taken by value) and is applied to sled in one atomic batch with the checkpoint
 //!   `{input offset, changelog offset}`. An abort drops the overlay.
-//! - On assignment (`changelog::restore`): local checkpoint matches the committed input
+//! - When a task starts (`restore`): the local checkpoint matches the committed input
 //!   offset → use sled as is; otherwise replay the changelog (`read_committed`) from the
-//!   checkpoint's changelog offset (from the start without one) to its end.
+//!   checkpoint's changelog offset, or rebuild from its start (see docs/state.md).
+//!
+//! `manager` holds the worker's store and opens states; `changelog` names the topics and
+//! writes them; `restore` brings a store up to date; `store` is sled; `keyed` the typed
+//! handles and the overlay.
 
 pub mod changelog;
 pub mod keyed;
+pub(crate) mod manager;
+pub(crate) mod restore;
 pub mod store;
 
 pub use keyed::{KeyedState, StateDescriptor};

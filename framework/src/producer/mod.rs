@@ -1,0 +1,187 @@
+//! The worker-wide producer: every record a worker writes — output, side outputs,
+//! repartition hops, changelogs — goes through one `WorkerProducer`.
+//!
+//! Under `ExactlyOnce` it is transactional, and every record sent belongs to the worker's
+//! open transaction, visible to `read_committed` readers only when the commit cycle commits
+//! it. It counts delivery failures (at-least-once must not commit offsets past one) and,
+//! for the partitions a caller asks it to `track`, the offset after
+//! the last delivered record — as Kafka Streams' `RecordCollector.offsets()` — which the
+//! state layer uses for its changelog checkpoints.
+
+mod sink;
+
+pub(crate) use sink::Encoded;
+pub use sink::{Partitioning, Sink};
+
+use crate::error::{Error, KafkaOp, Result};
+use crate::observability::Stats;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A partition whose delivered offsets are tracked (see [`WorkerProducer::track`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tracked(usize);
+
+/// Untracked sends carry this delivery opaque: nothing to update on delivery.
+const UNTRACKED: usize = 0;
+
+/// Delivery reports: failures, and the last delivered offset of tracked partitions.
+pub(crate) struct DeliveryContext {
+    pub(crate) delivery_failures: AtomicU64,
+    /// Slot `i` (from 1) holds the highest delivered offset of tracked partition `i`, or -1.
+    delivered: RwLock<Vec<Arc<AtomicI64>>>,
+}
+
+impl DeliveryContext {
+    pub(crate) fn new() -> Self {
+        DeliveryContext {
+            delivery_failures: AtomicU64::new(0),
+            delivered: RwLock::new(vec![Arc::new(AtomicI64::new(-1))]),
+        }
+    }
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, slot: usize) {
+        match result {
+            Err((e, _)) => {
+                self.delivery_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "an output record was not delivered");
+            }
+            Ok(m) if slot != UNTRACKED => {
+                use rdkafka::message::Message;
+                let delivered = self.delivered.read().unwrap_or_else(|p| p.into_inner());
+                if let Some(last) = delivered.get(slot) {
+                    last.fetch_max(m.offset(), Ordering::Relaxed);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The worker's producer, shared by every task.
+pub(crate) struct WorkerProducer {
+    pub(crate) producer: ThreadedProducer<DeliveryContext>,
+    pub(crate) stats: Arc<Stats>,
+    /// The tracked partitions, by slot.
+    tracked: RwLock<Vec<(String, i32)>>,
+}
+
+impl WorkerProducer {
+    pub(crate) fn new(producer: ThreadedProducer<DeliveryContext>, stats: Arc<Stats>) -> Self {
+        WorkerProducer {
+            producer,
+            stats,
+            tracked: RwLock::new(vec![(String::new(), -1)]),
+        }
+    }
+
+    /// Starts tracking the delivered offsets of `topic`/`partition` (idempotent).
+    pub(crate) fn track(&self, topic: &str, partition: i32) -> Tracked {
+        let mut tracked = self.tracked.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = tracked
+            .iter()
+            .position(|(t, p)| t == topic && *p == partition)
+        {
+            return Tracked(i);
+        }
+        tracked.push((topic.to_string(), partition));
+        let mut delivered = self
+            .producer
+            .context()
+            .delivered
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        delivered.push(Arc::new(AtomicI64::new(-1)));
+        Tracked(tracked.len() - 1)
+    }
+
+    /// The offset after the last delivered record of a tracked partition, if any.
+    pub(crate) fn delivered_end(&self, tracked: Tracked) -> Option<i64> {
+        let delivered = self
+            .producer
+            .context()
+            .delivered
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let last = delivered.get(tracked.0)?.load(Ordering::Relaxed);
+        (last >= 0).then_some(last + 1)
+    }
+
+    /// Sends one record to `topic` (to `partition`, or by key), waiting while librdkafka's
+    /// queue is full.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] (`Produce`) when librdkafka refuses the record.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: Option<i64>,
+        headers: Option<OwnedHeaders>,
+        tracked: Option<Tracked>,
+    ) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, tracked.map_or(UNTRACKED, |t| t.0));
+        record.key = key;
+        record.payload = value;
+        record.partition = partition;
+        record.timestamp = timestamp;
+        record.headers = headers;
+        enqueue(&self.producer, record).map_err(|e| Error::kafka(KafkaOp::Produce, e))?;
+        self.stats.records_out.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends an encoded record to `topic`.
+    pub(crate) fn send_encoded(&self, topic: &str, e: Encoded<'_>) -> Result<()> {
+        self.send(
+            topic,
+            e.partition,
+            e.key.as_deref(),
+            e.value.as_deref(),
+            e.timestamp,
+            e.headers,
+            None,
+        )
+    }
+}
+
+/// Queues `record` on `producer`, waiting while librdkafka's queue is full (back-pressure:
+/// the producer's thread drains deliveries meanwhile). The one copy of this loop: the
+/// testkit's loader and the benches call it too.
+///
+/// # Errors
+/// The error librdkafka refused the record with (other than a full queue).
+pub fn enqueue<C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>,
+) -> KafkaResult<()>
+where
+    C: ProducerContext + 'static,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Input: the worker's group consumer.
+
+use crate::config::{Config, Guarantee};
+use crate::error::{Error, KafkaOp, Result};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+
+/// Builds the worker's consumer: manual offsets, `read_committed`, the configured group and
+/// assignment strategy.
+///
+/// # Errors
+/// [`Error::Kafka`] when librdkafka rejects the configuration.
+pub(crate) fn create_consumer<C: ConsumerContext>(
+    config: &Config,
+    context: C,
+) -> Result<BaseConsumer<C>> {
+    let mut c = config.client_config(true);
+    let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_consumer.contains_key(k);
+    c.set("group.id", &config.application_id)
+        .set("isolation.level", "read_committed")
+        .set(
+            "max.poll.interval.ms",
+            config.max_poll_interval_ms.to_string(),
+        )
+        .set("enable.partition.eof", "false");
+    if !user_set("auto.offset.reset") {
+        // A partition without a committed offset starts at its beginning.
+        c.set("auto.offset.reset", "earliest");
+    }
+    let classic = c
+        .get("group.protocol")
+        .is_none_or(|p| p.eq_ignore_ascii_case("classic"));
+    if classic {
+        // Under KIP-848 (`group.protocol=consumer`) the broker owns these settings.
+        c.set(
+            "partition.assignment.strategy",
+            config.assignment_strategy(),
+        )
+        .set("session.timeout.ms", config.session_timeout_ms.to_string());
+    }
+    if classic && !user_set("heartbeat.interval.ms") {
+        // librdkafka's 3 s default makes every cooperative rebalance (two rounds, noticed at
+        // the next heartbeat) pause moved partitions for seconds.
+        c.set(
+            "heartbeat.interval.ms",
+            (config.session_timeout_ms / 3).min(500).to_string(),
+        );
+    }
+    if !config.kafka.contains_key("statistics.interval.ms")
+        && !config.kafka_consumer.contains_key("statistics.interval.ms")
+    {
+        // Feeds the per-partition lag gauge.
+        c.set("statistics.interval.ms", "5000");
+    }
+    match config.guarantee {
+        Guarantee::ExactlyOnce | Guarantee::AtLeastOnce => {
+            c.set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false");
+        }
+        Guarantee::AutoCommit => {
+            c.set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "true");
+        }
+    }
+    if let Some(id) = &config.group_instance_id {
+        c.set("group.instance.id", id);
+    }
+    c.create_with_context(context)
+        .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::consumer::DefaultConsumerContext;
+
+    #[test]
+    fn the_kip_848_group_protocol_gets_no_classic_only_settings() {
+        // librdkafka refuses `session.timeout.ms`, `heartbeat.interval.ms` and
+        // `partition.assignment.strategy` at client creation under `group.protocol=consumer`
+        // (no broker is contacted here).
+        let config = Config::new("kip-848", "127.0.0.1:1")
+            .with_consumer_property("group.protocol", "consumer");
+        if let Err(e) = create_consumer(&config, DefaultConsumerContext) {
+            panic!("group.protocol=consumer was refused: {e}");
+        }
+        let classic = Config::new("classic", "127.0.0.1:1");
+        assert!(create_consumer(&classic, DefaultConsumerContext).is_ok());
+    }
+}

@@ -1,0 +1,189 @@
+//! The worker's state manager: its local store, the changelog topics it has checked, and
+//! the opening of one state of one task (restoring it as [`restore`](super::restore)
+//! decides).
+
+use super::changelog::{topic_name, ChangelogWriter};
+use super::keyed::{Committed, StateCell};
+use super::restore::restore;
+use super::store::{self, Checkpoint};
+use crate::config::Config;
+use crate::error::{Error, KafkaOp, Result};
+use crate::observability::Stats;
+use crate::producer::WorkerProducer;
+use crate::record::TaskId;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// What every task's state needs from its worker (as Kafka Streams'
+/// `ProcessorStateManager`, for all the tasks of a worker).
+pub(crate) struct StateManager {
+    pub(crate) config: Config,
+    pub(crate) output: Arc<WorkerProducer>,
+    pub(crate) input_partitions: usize,
+    pub(crate) stats: Arc<Stats>,
+    /// The worker's local store directory (`{instance dir}/store`).
+    store_dir: PathBuf,
+    db: OnceLock<sled::Db>,
+    /// Changelog topics this worker has checked, with their `delete.retention.ms`.
+    ensured: Mutex<HashMap<String, Duration>>,
+    /// Reads watermarks `read_uncommitted`: the real end of a log, not its stable offset.
+    watermarks: OnceLock<BaseConsumer>,
+}
+
+impl StateManager {
+    pub(crate) fn new(
+        config: Config,
+        output: Arc<WorkerProducer>,
+        input_partitions: usize,
+        stats: Arc<Stats>,
+        store_dir: PathBuf,
+    ) -> Self {
+        if !config.state_changelog {
+            tracing::warn!(
+                "state.changelog is off: a partition that moves to another worker starts with empty state"
+            );
+        }
+        StateManager {
+            config,
+            output,
+            input_partitions,
+            stats,
+            store_dir,
+            db: OnceLock::new(),
+            ensured: Mutex::new(HashMap::new()),
+            watermarks: OnceLock::new(),
+        }
+    }
+
+    fn db(&self) -> Result<&sled::Db> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let db = store::open(&self.store_dir)?;
+        Ok(self.db.get_or_init(|| db))
+    }
+
+    /// Makes the cycle's applied batches durable (one fsync per cycle for all tasks), so a
+    /// crash restores from this cycle and replays at most the cycles committed after it.
+    ///
+    /// # Errors
+    /// [`Error::State`] when sled cannot flush.
+    pub(crate) fn flush(&self) -> Result<()> {
+        if let Some(db) = self.db.get() {
+            db.flush().map_err(|e| Error::State {
+                op: "flush",
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Creates or checks a changelog topic once per worker; returns its
+    /// `delete.retention.ms`.
+    pub(crate) fn ensure_changelog(&self, topic: &str) -> Result<Duration> {
+        let mut ensured = self.ensured.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(retention) = ensured.get(topic) {
+            return Ok(*retention);
+        }
+        let info = crate::topics::ensure_topic(
+            &self.config,
+            topic,
+            self.input_partitions,
+            crate::topics::TopicKind::Changelog,
+        )?;
+        ensured.insert(topic.to_string(), info.delete_retention);
+        Ok(info.delete_retention)
+    }
+
+    /// The low and high watermarks of a changelog partition (read_uncommitted: the high
+    /// watermark counts records of open transactions).
+    pub(crate) fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        let client = match self.watermarks.get() {
+            Some(c) => c,
+            None => {
+                let c: BaseConsumer = self
+                    .config
+                    .client_config(true)
+                    .set("isolation.level", "read_uncommitted")
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
+                self.watermarks.get_or_init(|| c)
+            }
+        };
+        client
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .map_err(|e| Error::kafka(KafkaOp::Metadata, e))
+    }
+
+    /// Opens (creating and restoring as needed) one state of one task whose input resumes
+    /// at the committed offset `start_offset`.
+    pub(crate) fn open_cell(
+        self: &Arc<Self>,
+        task: &TaskId,
+        operator: &str,
+        state: &str,
+        start_offset: i64,
+    ) -> Result<StateCell> {
+        let tree = self
+            .db()?
+            .open_tree(store::tree_name(
+                operator,
+                state,
+                &task.topic,
+                task.partition,
+            ))
+            .map_err(|e| Error::State {
+                op: "open tree",
+                message: e.to_string(),
+            })?;
+        let (changelog, checkpoint) = if self.config.state_changelog {
+            let topic = topic_name(&self.config.application_id, operator, state);
+            let retention = self.ensure_changelog(&topic)?;
+            let cp = restore(self, &tree, &topic, task.partition, start_offset, retention)?;
+            (Some(topic), cp)
+        } else {
+            (
+                None,
+                local_only(self, &tree, task, operator, state, start_offset)?,
+            )
+        };
+        Ok(StateCell {
+            committed: Committed::Sled(tree),
+            overlay: HashMap::new(),
+            changelog: changelog
+                .map(|topic| ChangelogWriter::new(self.output.clone(), topic, task.partition)),
+            checkpoint,
+        })
+    }
+}
+
+/// Without a changelog the local store is all there is: it must stand exactly at the
+/// committed offset (or be empty, for a partition new to this worker).
+fn local_only(
+    manager: &StateManager,
+    tree: &sled::Tree,
+    task: &TaskId,
+    operator: &str,
+    state: &str,
+    start_offset: i64,
+) -> Result<Checkpoint> {
+    match store::checkpoint(tree)? {
+        Some(cp) if cp.input_offset == start_offset => Ok(cp),
+        Some(cp) => Err(Error::State {
+            op: "open without a changelog",
+            message: format!(
+                "the local state `{operator}/{state}` of {task} stands at input offset {}, but the group's \
+                 committed offset is {start_offset}; with state_changelog=false nothing can replay the \
+                 difference (the worker crashed between a commit and its local apply, or the partition \
+                 was processed elsewhere). Turn state_changelog on, or delete {} to start this state empty",
+                cp.input_offset,
+                manager.store_dir.display()
+            ),
+        }),
+        None => Ok(Checkpoint::now(start_offset, 0)),
+    }
+}
