@@ -33,7 +33,8 @@
 //! commit       the commit protocol's core (no I/O) and its Kafka side
 //! pipeline     the builder and the per-task chain of nodes
 //! operator     the Operator trait, Context, Collector
-//! state        keyed state: store, changelog, restore, the state manager
+//! state        keyed state: store, changelog, restore, the state manager; table:
+//!              global tables and their reader service
 //! producer     the worker-wide producer and the Sink description
 //! topics       topic names, metadata checks, internal topics
 //! ground       error, config, record, codec, observability, poison, instance
@@ -59,6 +60,7 @@ pub mod producer;
 pub mod record;
 pub mod runtime;
 pub mod state;
+pub mod table;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;

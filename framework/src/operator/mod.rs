@@ -209,6 +209,27 @@ impl Context {
         &self.side
     }
 
+    /// Opens `table` for this operator: a topic table is materialised in this process (or
+    /// found loaded, shared by every task that joins against it) and read to its end before
+    /// this returns; an in-memory table is used as it is. Call it in
+    /// [`Operator::on_assign`] (or an operator's constructor) and keep the handle. See
+    /// [`table`](crate::table).
+    ///
+    /// # Errors
+    /// [`Error::MissingTopic`] for a missing table topic; [`Error::Decode`] for a table
+    /// record that does not decode; [`Error::State`] when the table cannot be read to its
+    /// end in time; [`Error::Config`] for a topic table under the test harness.
+    pub fn global_table<K, T>(
+        &self,
+        table: &crate::table::Table<K, T>,
+    ) -> Result<crate::table::GlobalTable<K, T>>
+    where
+        K: Eq + std::hash::Hash + Send + Sync + 'static,
+        T: Send + Sync + 'static,
+    {
+        crate::table::open(table, self.config(), &self.operator)
+    }
+
     /// The worker's configuration (`None` under the test harness): the brokers, the
     /// application id, the guarantee.
     pub fn config(&self) -> Option<&Config> {
