@@ -182,11 +182,11 @@ fn records(n: usize, keys: usize, disorder_ms: i64) -> Vec<Input> {
 fn reference<O, F>(input: &[Input], make: F) -> Vec<Record<O::OutKey, O::OutValue>>
 where
     O: Operator<String, String>,
-    F: Fn() -> O,
+    F: Fn(&mut Context) -> exactly::Result<O>,
 {
     let mut out = Vec::new();
     for p in 0..PARTITIONS {
-        let mut h = Harness::new(make());
+        let mut h = Harness::build(&make).unwrap();
         for (_, k, v, ts) in input.iter().filter(|r| r.0 == p) {
             h.push_at(Some(k.clone()), v.clone(), *ts).unwrap();
         }
@@ -277,7 +277,7 @@ fn dedup_through_a_forced_rebalance() {
         &input,
     );
     let want = multiset(
-        reference(&input, || Dedup::new(HORIZON.as_millis() as i64))
+        reference(&input, |ctx| Dedup::open(ctx, HORIZON.as_millis() as i64))
             .into_iter()
             .map(|r| (r.key.unwrap(), r.value)),
     );
@@ -319,8 +319,9 @@ fn tumbling_window_counts_with_late_records_through_a_forced_rebalance() {
         },
         &input,
     );
-    let reference = reference(&input, || {
-        WindowAggregate::new(
+    let reference = reference(&input, |ctx| {
+        WindowAggregate::open(
+            ctx,
             windows("late"),
             Arc::new(|| 0u64),
             Arc::new(|n: u64, _: String| n + 1),

@@ -51,13 +51,32 @@ pub struct Harness<K, V, O: Operator<K, V>> {
 impl<K, V, O: Operator<K, V>> Harness<K, V, O> {
     /// A harness around `op`.
     pub fn new(op: O) -> Self {
+        Self::with_context(op, Self::context())
+    }
+
+    /// A harness around the operator `constructor` builds from the task's context (in-memory
+    /// state), as [`Stream::apply_with`](crate::Stream::apply_with) builds it in a worker.
+    ///
+    /// # Errors
+    /// The constructor's error.
+    pub fn build(constructor: impl FnOnce(&mut Context) -> Result<O>) -> Result<Self> {
+        let mut ctx = Self::context();
+        let op = constructor(&mut ctx)?;
+        Ok(Self::with_context(op, ctx))
+    }
+
+    fn context() -> Context {
         let task = TaskId {
             topic: Arc::from("test"),
             partition: 0,
         };
+        Context::new(task, "under-test")
+    }
+
+    fn with_context(op: O, ctx: Context) -> Self {
         Harness {
             op,
-            ctx: Context::new(task, "under-test"),
+            ctx,
             out: VecCollector(Vec::new()),
             assigned: false,
             next_offset: 0,

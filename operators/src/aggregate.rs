@@ -8,19 +8,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 
-/// The state handle, opened in `on_assign`.
-fn opened<'a, K, A>(
-    state: &'a Option<KeyedState<Option<K>, A>>,
-    operator: &str,
-) -> Result<&'a KeyedState<Option<K>, A>> {
-    state
-        .as_ref()
-        .ok_or_else(|| exactly_framework::Error::Operator {
-            operator: operator.into(),
-            message: "process called before on_assign".into(),
-        })
-}
-
 /// Folds each key's values into an accumulator: `fold(acc, value)`, starting from
 /// `init()`, and emits `(key, accumulator)` after each record. State: one `A` per key in
 /// the state `aggregates` (changelogged, restored like every keyed state).
@@ -29,17 +16,21 @@ pub struct Aggregate<K, A, I, F> {
     pub init: Arc<I>,
     /// Adds one value to an accumulator.
     pub fold: Arc<F>,
-    state: Option<KeyedState<Option<K>, A>>,
+    state: KeyedState<Option<K>, A>,
 }
 
-impl<K, A, I, F> Aggregate<K, A, I, F> {
-    /// An aggregation with this initial accumulator and fold.
-    pub fn new(init: Arc<I>, fold: Arc<F>) -> Self {
-        Aggregate {
+impl<K: Serialize, A: Serialize + DeserializeOwned, I, F> Aggregate<K, A, I, F> {
+    /// An aggregation with this initial accumulator and fold, its state opened in `ctx`'s
+    /// task.
+    ///
+    /// # Errors
+    /// As [`Context::keyed_state`].
+    pub fn open(ctx: &mut Context, init: Arc<I>, fold: Arc<F>) -> Result<Self> {
+        Ok(Aggregate {
             init,
             fold,
-            state: None,
-        }
+            state: ctx.keyed_state(&StateDescriptor::new("aggregates"))?,
+        })
     }
 }
 
@@ -53,18 +44,13 @@ where
     type OutKey = K;
     type OutValue = A;
 
-    fn on_assign(&mut self, ctx: &mut Context) -> Result<()> {
-        self.state = Some(ctx.keyed_state(&StateDescriptor::new("aggregates"))?);
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record<K, V>,
-        ctx: &mut Context,
+        _: &mut Context,
         out: &mut dyn Collector<K, A>,
     ) -> Result<()> {
-        let state = opened(&self.state, ctx.operator())?;
+        let state = &self.state;
         let acc = state.get(&record.key)?.unwrap_or_else(|| (self.init)());
         let (record, value) = take_value(record);
         let acc = (self.fold)(acc, value);
@@ -99,16 +85,19 @@ fn take_value<K, V>(record: Record<K, V>) -> (Record<K, ()>, V) {
 pub struct Reduce<K, V, F> {
     /// Combines the key's current value with a new one.
     pub reduce: Arc<F>,
-    state: Option<KeyedState<Option<K>, V>>,
+    state: KeyedState<Option<K>, V>,
 }
 
-impl<K, V, F> Reduce<K, V, F> {
-    /// A reduction with this combining function.
-    pub fn new(reduce: Arc<F>) -> Self {
-        Reduce {
+impl<K: Serialize, V: Serialize + DeserializeOwned, F> Reduce<K, V, F> {
+    /// A reduction with this combining function, its state opened in `ctx`'s task.
+    ///
+    /// # Errors
+    /// As [`Context::keyed_state`].
+    pub fn open(ctx: &mut Context, reduce: Arc<F>) -> Result<Self> {
+        Ok(Reduce {
             reduce,
-            state: None,
-        }
+            state: ctx.keyed_state(&StateDescriptor::new("reduced"))?,
+        })
     }
 }
 
@@ -121,18 +110,13 @@ where
     type OutKey = K;
     type OutValue = V;
 
-    fn on_assign(&mut self, ctx: &mut Context) -> Result<()> {
-        self.state = Some(ctx.keyed_state(&StateDescriptor::new("reduced"))?);
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record<K, V>,
-        ctx: &mut Context,
+        _: &mut Context,
         out: &mut dyn Collector<K, V>,
     ) -> Result<()> {
-        let state = opened(&self.state, ctx.operator())?;
+        let state = &self.state;
         let (record, value) = take_value(record);
         let value = match state.get(&record.key)? {
             Some(previous) => (self.reduce)(previous, value),
@@ -150,14 +134,17 @@ mod tests {
 
     #[test]
     fn aggregate_folds_per_key_and_forgets_aborted_cycles() {
-        let agg = Aggregate::new(
-            Arc::new(Vec::<u32>::new),
-            Arc::new(|mut acc: Vec<u32>, v: u32| {
-                acc.push(v);
-                acc
-            }),
-        );
-        let mut h: Harness<String, u32, _> = Harness::new(agg);
+        let mut h: Harness<String, u32, _> = Harness::build(|ctx| {
+            Aggregate::open(
+                ctx,
+                Arc::new(Vec::<u32>::new),
+                Arc::new(|mut acc: Vec<u32>, v: u32| {
+                    acc.push(v);
+                    acc
+                }),
+            )
+        })
+        .unwrap();
         h.push(Some("a".into()), 1).unwrap();
         h.push(Some("b".into()), 2).unwrap();
         h.push(Some("a".into()), 3).unwrap();
@@ -174,7 +161,7 @@ mod tests {
     #[test]
     fn reduce_keeps_the_maximum_per_key() {
         let mut h: Harness<String, i64, _> =
-            Harness::new(Reduce::new(Arc::new(|a: i64, b: i64| a.max(b))));
+            Harness::build(|ctx| Reduce::open(ctx, Arc::new(|a: i64, b: i64| a.max(b)))).unwrap();
         for (k, v) in [("x", 3), ("y", 1), ("x", 2), ("x", 7), ("y", 0)] {
             h.push(Some(k.to_string()), v).unwrap();
         }

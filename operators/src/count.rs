@@ -5,22 +5,24 @@ use exactly_framework::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::marker::PhantomData;
 
 /// Counts records per key and emits `(key, count so far)` after each record. Records
 /// without a key are counted under no key and emitted with `None`. State: one `u64` per
 /// key in the state `counts`, changelogged and restored like every keyed state.
 pub struct Count<K> {
-    state: Option<KeyedState<Option<K>, u64>>,
-    _k: PhantomData<fn() -> K>,
+    state: KeyedState<Option<K>, u64>,
 }
 
-impl<K> Default for Count<K> {
-    fn default() -> Self {
-        Count {
-            state: None,
-            _k: PhantomData,
-        }
+impl<K: Serialize + DeserializeOwned> Count<K> {
+    /// Opens the count's state in `ctx`'s task (see
+    /// [`Stream::apply_with`](exactly_framework::Stream::apply_with)).
+    ///
+    /// # Errors
+    /// As [`Context::keyed_state`].
+    pub fn open(ctx: &mut Context) -> Result<Self> {
+        Ok(Count {
+            state: ctx.keyed_state(&StateDescriptor::new("counts"))?,
+        })
     }
 }
 
@@ -31,25 +33,14 @@ where
     type OutKey = K;
     type OutValue = u64;
 
-    fn on_assign(&mut self, ctx: &mut Context) -> Result<()> {
-        self.state = Some(ctx.keyed_state(&StateDescriptor::new("counts"))?);
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record<K, V>,
         _: &mut Context,
         out: &mut dyn Collector<K, u64>,
     ) -> Result<()> {
-        let Some(state) = &self.state else {
-            return Err(exactly_framework::Error::Operator {
-                operator: "count".into(),
-                message: "process called before on_assign".into(),
-            });
-        };
-        let n = state.get(&record.key)?.unwrap_or(0) + 1;
-        state.put(&record.key, &n)?;
+        let n = self.state.get(&record.key)?.unwrap_or(0) + 1;
+        self.state.put(&record.key, &n)?;
         out.collect(record.with_value(n))
     }
 }
@@ -61,7 +52,7 @@ mod tests {
 
     #[test]
     fn counts_per_key_and_forgets_aborted_cycles() {
-        let mut h: Harness<String, (), Count<String>> = Harness::new(Count::default());
+        let mut h: Harness<String, (), Count<String>> = Harness::build(Count::open).unwrap();
         h.push(Some("a".into()), ()).unwrap();
         h.push(Some("b".into()), ()).unwrap();
         h.push(Some("a".into()), ()).unwrap();

@@ -6,7 +6,6 @@ use exactly_framework::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::marker::PhantomData;
 
 /// Lets a record through unless a record with the same key was let through less than
 /// `horizon_ms` earlier, in stream time (the largest record timestamp of the task so far;
@@ -15,24 +14,25 @@ use std::marker::PhantomData;
 /// stream time advances, so the state holds about one horizon of keys.
 pub struct Dedup<K> {
     horizon_ms: i64,
-    seen: Option<KeyedState<Option<K>, i64>>,
-    time: Option<StreamTime>,
+    seen: KeyedState<Option<K>, i64>,
+    time: StreamTime,
     last_purge: i64,
     reload: bool,
-    _k: PhantomData<fn() -> K>,
 }
 
-impl<K> Dedup<K> {
-    /// Dedup within `horizon_ms` milliseconds.
-    pub fn new(horizon_ms: i64) -> Self {
-        Dedup {
+impl<K: Serialize> Dedup<K> {
+    /// Dedup within `horizon_ms` milliseconds, its state opened in `ctx`'s task.
+    ///
+    /// # Errors
+    /// As [`Context::keyed_state`].
+    pub fn open(ctx: &mut Context, horizon_ms: i64) -> Result<Self> {
+        Ok(Dedup {
             horizon_ms: horizon_ms.max(1),
-            seen: None,
-            time: None,
+            seen: ctx.keyed_state(&StateDescriptor::new("seen"))?,
+            time: StreamTime::open(ctx)?,
             last_purge: i64::MIN,
             reload: false,
-            _k: PhantomData,
-        }
+        })
     }
 }
 
@@ -44,24 +44,13 @@ where
     type OutKey = K;
     type OutValue = V;
 
-    fn on_assign(&mut self, ctx: &mut Context) -> Result<()> {
-        self.seen = Some(ctx.keyed_state(&StateDescriptor::new("seen"))?);
-        self.time = Some(StreamTime::open(ctx)?);
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record<K, V>,
-        ctx: &mut Context,
+        _: &mut Context,
         out: &mut dyn Collector<K, V>,
     ) -> Result<()> {
-        let (Some(seen), Some(time)) = (&self.seen, &mut self.time) else {
-            return Err(exactly_framework::Error::Operator {
-                operator: ctx.operator().into(),
-                message: "process called before on_assign".into(),
-            });
-        };
+        let (seen, time) = (&self.seen, &mut self.time);
         if self.reload {
             time.reload()?;
             self.reload = false;
@@ -97,7 +86,7 @@ mod tests {
 
     #[test]
     fn drops_repeats_within_the_horizon_only() {
-        let mut h: Harness<String, u32, _> = Harness::new(Dedup::new(100));
+        let mut h: Harness<String, u32, _> = Harness::build(|ctx| Dedup::open(ctx, 100)).unwrap();
         let k = |s: &str| Some(s.to_string());
         h.push_at(k("a"), 1, 1_000).unwrap(); // through
         h.push_at(k("a"), 2, 1_050).unwrap(); // repeat within 100 ms: dropped
@@ -110,7 +99,7 @@ mod tests {
 
     #[test]
     fn an_aborted_cycle_forgets_its_keys_and_stream_time() {
-        let mut h: Harness<String, u32, _> = Harness::new(Dedup::new(100));
+        let mut h: Harness<String, u32, _> = Harness::build(|ctx| Dedup::open(ctx, 100)).unwrap();
         h.push_at(Some("a".into()), 1, 1_000).unwrap();
         h.barrier().unwrap();
         h.push_at(Some("b".into()), 2, 5_000).unwrap();

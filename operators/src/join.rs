@@ -27,7 +27,7 @@
 //! are documented there. This operator only looks each record's key up in it.
 
 use exactly_framework::table::{GlobalTable, Table};
-use exactly_framework::{Collector, Context, Error, Operator, Record, Result};
+use exactly_framework::{Collector, Context, Operator, Record, Result};
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -47,34 +47,44 @@ use std::sync::Arc;
 /// let left = |order: &str, name: Option<&String>| {
 ///     Some(format!("{order}:{}", name.map_or("?", |n| n.as_str())))
 /// };
-/// let mut h = Harness::new(TableJoin::new(table, Arc::new(left)));
+/// let mut h = Harness::build(|ctx| TableJoin::open(ctx, &table, Arc::new(left))).unwrap();
 /// h.push(Some("c1".to_string()), "o1").unwrap();
 /// h.push(Some("c2".to_string()), "o2").unwrap();
 /// assert_eq!(h.values(), ["o1:Ada", "o2:?"]);
 /// ```
 pub struct TableJoin<K, T, F> {
-    table: Table<K, T>,
     joiner: Arc<F>,
-    rows: Option<GlobalTable<K, T>>,
+    rows: GlobalTable<K, T>,
 }
 
-impl<K, T, F> TableJoin<K, T, F> {
-    /// A join of the stream against `table` with `joiner` (shared by the tasks).
+impl<K, T, F> TableJoin<K, T, F>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
+    /// A join of the stream against `table` with `joiner` (shared by the tasks), the table
+    /// opened in `ctx`'s task: a topic table is materialised in this process (or found
+    /// loaded) before this returns.
     ///
     /// ```
+    /// use exactly_framework::testing::Harness;
     /// use exactly_operators::{Table, TableJoin};
     /// use std::sync::Arc;
     ///
     /// let inner = |v: u32, row: Option<&u32>| row.map(|r| v * r);
-    /// let join = TableJoin::new(Table::in_memory([(1u8, 10u32)]), Arc::new(inner));
-    /// # let _ = join;
+    /// let table = Table::in_memory([(1u8, 10u32)]);
+    /// let mut h = Harness::build(|ctx| TableJoin::open(ctx, &table, Arc::new(inner))).unwrap();
+    /// h.push(Some(1), 4).unwrap();
+    /// assert_eq!(h.values(), [40]);
     /// ```
-    pub fn new(table: Table<K, T>, joiner: Arc<F>) -> Self {
-        TableJoin {
-            table,
+    ///
+    /// # Errors
+    /// As [`Context::global_table`].
+    pub fn open(ctx: &mut Context, table: &Table<K, T>, joiner: Arc<F>) -> Result<Self> {
+        Ok(TableJoin {
             joiner,
-            rows: None,
-        }
+            rows: ctx.global_table(table)?,
+        })
     }
 }
 
@@ -89,32 +99,14 @@ where
     type OutKey = K;
     type OutValue = O;
 
-    /// Attaches the task to the table: a topic table is materialised (or found loaded) in
-    /// this process before the task's first record.
-    ///
-    /// # Errors
-    /// [`Error::MissingTopic`] for a missing table topic; [`Error::Decode`] for a table
-    /// record that does not decode; [`Error::State`] when the table cannot be read to its
-    /// end in time; [`Error::Config`] for a topic table under the test harness.
-    fn on_assign(&mut self, ctx: &mut Context) -> Result<()> {
-        self.rows = Some(ctx.global_table(&self.table)?);
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record<K, V>,
-        ctx: &mut Context,
+        _: &mut Context,
         out: &mut dyn Collector<K, O>,
     ) -> Result<()> {
-        let Some(rows) = &self.rows else {
-            return Err(Error::Operator {
-                operator: ctx.operator().to_string(),
-                message: "process called before on_assign".into(),
-            });
-        };
         let row = match &record.key {
-            Some(k) => rows.get(k)?,
+            Some(k) => self.rows.get(k)?,
             None => None,
         };
         let Record {
@@ -134,11 +126,6 @@ where
             }),
             None => Ok(()),
         }
-    }
-
-    /// Lets go of the table (the last task of the process starts its keep-alive).
-    fn on_revoke(&mut self, _: &mut Context) {
-        self.rows = None;
     }
 }
 
@@ -163,7 +150,9 @@ mod tests {
     #[test]
     fn inner_join_drops_records_without_a_row() {
         let inner = |order: &str, name: Option<&String>| name.map(|n| format!("{order}:{n}"));
-        let mut h = Harness::new(TableJoin::new(customers().into(), Arc::new(inner)));
+        let mut h =
+            Harness::build(|ctx| TableJoin::open(ctx, &Table::from(customers()), Arc::new(inner)))
+                .unwrap();
         h.push(key("c1"), "o1").unwrap();
         h.push(key("c9"), "o2").unwrap();
         h.push(None, "o3").unwrap();
@@ -180,7 +169,9 @@ mod tests {
     #[test]
     fn left_join_meets_none_for_missing_rows_and_keyless_records() {
         let left = |order: &str, name: Option<&String>| Some((order.to_string(), name.cloned()));
-        let mut h = Harness::new(TableJoin::new(customers().into(), Arc::new(left)));
+        let mut h =
+            Harness::build(|ctx| TableJoin::open(ctx, &Table::from(customers()), Arc::new(left)))
+                .unwrap();
         h.push(key("c2"), "o1").unwrap();
         h.push(key("c9"), "o2").unwrap();
         h.push(None, "o3").unwrap();
@@ -200,7 +191,9 @@ mod tests {
         let left = |order: &str, name: Option<&String>| {
             Some(format!("{order}:{}", name.map_or("-", |n| n.as_str())))
         };
-        let mut h = Harness::new(TableJoin::new(table.clone().into(), Arc::new(left)));
+        let mut h =
+            Harness::build(|ctx| TableJoin::open(ctx, &Table::from(table.clone()), Arc::new(left)))
+                .unwrap();
         h.push(key("c1"), "o1").unwrap();
         table.put("c1".into(), "Ada Lovelace".into());
         h.push(key("c1"), "o2").unwrap();
@@ -217,7 +210,10 @@ mod tests {
         // No state: an aborted cycle leaves nothing behind, and the replay joins again.
         let table = customers();
         let inner = |order: &str, name: Option<&String>| name.map(|n| format!("{order}:{n}"));
-        let mut h = Harness::new(TableJoin::new(table.clone().into(), Arc::new(inner)));
+        let mut h = Harness::build(|ctx| {
+            TableJoin::open(ctx, &Table::from(table.clone()), Arc::new(inner))
+        })
+        .unwrap();
         h.push(key("c1"), "o1").unwrap();
         h.abort();
         table.put("c1".into(), "Ada v2".into());
@@ -231,8 +227,12 @@ mod tests {
         let table: Table<String, String> =
             Table::topic("customers", Serde::string(), Serde::string());
         let inner = |order: &str, name: Option<&String>| name.map(|n| format!("{order}:{n}"));
-        let mut h = Harness::new(TableJoin::new(table, Arc::new(inner)));
-        let err = h.push(key("c1"), "o1").unwrap_err().to_string();
+        let built =
+            Harness::<String, &str, _>::build(|ctx| TableJoin::open(ctx, &table, Arc::new(inner)));
+        let Err(err) = built else {
+            panic!("a topic table has no Kafka under the harness")
+        };
+        let err = err.to_string();
         assert!(
             err.contains("`customers`") && err.contains("Table::in_memory"),
             "{err}"

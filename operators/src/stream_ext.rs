@@ -6,7 +6,7 @@ use crate::{
     Aggregate, Branch, Count, Dedup, Filter, FilterMap, FlatMap, Inspect, Map, MapKey, Table,
     TableJoin,
 };
-use exactly_framework::{Codec, Record, Sink, Stream};
+use exactly_framework::{Codec, Context, Record, Sink, Stream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::hash::Hash;
@@ -316,7 +316,7 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
     where
         K: Serialize + DeserializeOwned + Clone,
     {
-        self.apply(name, Count::default)
+        self.apply_with(name, Count::open)
     }
 
     fn join_table<T, O, F>(self, name: &str, table: Table<K, T>, joiner: F) -> Stream<K, O>
@@ -327,7 +327,9 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static,
     {
         let joiner = Arc::new(joiner);
-        self.apply(name, move || TableJoin::new(table.clone(), joiner.clone()))
+        self.apply_with(name, move |ctx: &mut Context| {
+            TableJoin::open(ctx, &table, joiner.clone())
+        })
     }
 
     fn map_key<K2, F>(self, f: F) -> Stream<K2, V>
@@ -395,7 +397,7 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         F: Fn(V, V) -> V + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.apply(name, move || Reduce::new(f.clone()))
+        self.apply_with(name, move |ctx: &mut Context| Reduce::open(ctx, f.clone()))
     }
 
     fn aggregate<A, I, F>(self, name: &str, init: I, fold: F) -> Stream<K, A>
@@ -406,7 +408,9 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         F: Fn(A, V) -> A + Send + Sync + 'static,
     {
         let (init, fold) = (Arc::new(init), Arc::new(fold));
-        self.apply(name, move || Aggregate::new(init.clone(), fold.clone()))
+        self.apply_with(name, move |ctx: &mut Context| {
+            Aggregate::open(ctx, init.clone(), fold.clone())
+        })
     }
 
     fn dedup(self, name: &str, horizon: Duration) -> Stream<K, V>
@@ -414,7 +418,7 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         K: Serialize + DeserializeOwned,
     {
         let horizon = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
-        self.apply(name, move || Dedup::new(horizon))
+        self.apply_with(name, move |ctx: &mut Context| Dedup::open(ctx, horizon))
     }
 
     fn window_aggregate<A, I, F>(
@@ -432,8 +436,8 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         F: Fn(A, V) -> A + Send + Sync + 'static,
     {
         let (init, fold) = (Arc::new(init), Arc::new(fold));
-        declare_late(self, &windows).apply(name, move || {
-            WindowAggregate::new(windows.clone(), init.clone(), fold.clone())
+        declare_late(self, &windows).apply_with(name, move |ctx: &mut Context| {
+            WindowAggregate::open(ctx, windows.clone(), init.clone(), fold.clone())
         })
     }
 
@@ -462,11 +466,15 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
         M: Fn(A, A) -> A + Send + Sync + 'static,
     {
         let (init, fold, merge) = (Arc::new(init), Arc::new(fold), Arc::new(merge));
-        declare_late(self, &windows).apply(name, move || {
+        declare_late(self, &windows).apply_with(name, move |ctx: &mut Context| {
             let merge = merge.clone();
-            WindowAggregate::sessions(windows.clone(), init.clone(), fold.clone(), move |a, b| {
-                merge(a, b)
-            })
+            WindowAggregate::open_sessions(
+                ctx,
+                windows.clone(),
+                init.clone(),
+                fold.clone(),
+                move |a, b| merge(a, b),
+            )
         })
     }
 

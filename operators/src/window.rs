@@ -189,20 +189,66 @@ pub struct WindowAggregate<K, V, A, I, F> {
     windows: Windows<K, V, ()>,
     init: Arc<I>,
     fold: Arc<F>,
-    merge: Option<Merge<A>>,
-    fixed: Option<KeyedState<(Option<K>, i64), A>>,
-    sessions: Option<KeyedState<Option<K>, Vec<SessionState<A>>>>,
-    time: Option<StreamTime>,
+    store: Store<K, A>,
+    time: StreamTime,
     /// Closing time → what may close then (rebuilt from state on assign and after aborts).
     index: BTreeMap<i64, Vec<(Option<K>, i64)>>,
     rebuild: bool,
     late_records: u64,
 }
 
-impl<K, V, A, I, F> WindowAggregate<K, V, A, I, F> {
-    /// Time windows (tumbling or hopping).
-    pub fn new<Kind>(windows: Windows<K, V, Kind>, init: Arc<I>, fold: Arc<F>) -> Self {
-        WindowAggregate {
+/// Where a window aggregate keeps its windows.
+enum Store<K, A> {
+    /// Time windows: one accumulator per key and window start (state `windows`).
+    Fixed(KeyedState<(Option<K>, i64), A>),
+    /// The open sessions of each key (state `sessions`), and how two of them merge.
+    Sessions(KeyedState<Option<K>, Vec<SessionState<A>>>, Merge<A>),
+}
+
+impl<K, V, A, I, F> WindowAggregate<K, V, A, I, F>
+where
+    K: Serialize,
+    A: Serialize + DeserializeOwned,
+{
+    /// Time windows (tumbling or hopping), their state opened in `ctx`'s task.
+    ///
+    /// # Errors
+    /// As [`Context::keyed_state`].
+    pub fn open(
+        ctx: &mut Context,
+        windows: Windows<K, V, Time>,
+        init: Arc<I>,
+        fold: Arc<F>,
+    ) -> Result<Self> {
+        let store = Store::Fixed(ctx.keyed_state(&StateDescriptor::new("windows"))?);
+        Self::with_store(ctx, windows, init, fold, store)
+    }
+
+    /// Session windows, their state opened in `ctx`'s task: `merge` combines the
+    /// accumulators of two sessions a record joins.
+    ///
+    /// # Errors
+    /// As [`Context::keyed_state`].
+    pub fn open_sessions(
+        ctx: &mut Context,
+        windows: Windows<K, V, Session>,
+        init: Arc<I>,
+        fold: Arc<F>,
+        merge: impl Fn(A, A) -> A + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let state = ctx.keyed_state(&StateDescriptor::new("sessions"))?;
+        let store = Store::Sessions(state, Arc::new(merge));
+        Self::with_store(ctx, windows, init, fold, store)
+    }
+
+    fn with_store<Kind>(
+        ctx: &mut Context,
+        windows: Windows<K, V, Kind>,
+        init: Arc<I>,
+        fold: Arc<F>,
+        store: Store<K, A>,
+    ) -> Result<Self> {
+        Ok(WindowAggregate {
             windows: Windows {
                 shape: windows.shape,
                 out_of_orderness: windows.out_of_orderness,
@@ -213,26 +259,12 @@ impl<K, V, A, I, F> WindowAggregate<K, V, A, I, F> {
             },
             init,
             fold,
-            merge: None,
-            fixed: None,
-            sessions: None,
-            time: None,
+            store,
+            time: StreamTime::open(ctx)?,
             index: BTreeMap::new(),
             rebuild: true,
             late_records: 0,
-        }
-    }
-
-    /// Session windows: `merge` combines the accumulators of two sessions a record joins.
-    pub fn sessions(
-        windows: Windows<K, V, Session>,
-        init: Arc<I>,
-        fold: Arc<F>,
-        merge: impl Fn(A, A) -> A + Send + Sync + 'static,
-    ) -> Self {
-        let mut w = Self::new(windows, init, fold);
-        w.merge = Some(Arc::new(merge));
-        w
+        })
     }
 
     /// Late records seen by this instance (also counted in the metric
@@ -257,32 +289,27 @@ where
     /// Re-reads the committed stream time and re-indexes the open windows.
     fn rebuild_index(&mut self) -> Result<()> {
         self.index.clear();
-        if let Some(time) = &mut self.time {
-            time.reload()?;
-        }
-        match self.windows.shape {
-            Shape::Fixed { size, .. } => {
-                if let Some(state) = &self.fixed {
-                    for ((key, start), _) in state.entries()? {
+        self.time.reload()?;
+        match (&self.store, self.windows.shape) {
+            (Store::Fixed(state), Shape::Fixed { size, .. }) => {
+                for ((key, start), _) in state.entries()? {
+                    self.index
+                        .entry(start.saturating_add(size))
+                        .or_default()
+                        .push((key, start));
+                }
+            }
+            (Store::Sessions(state, _), Shape::Session { gap }) => {
+                for (key, sessions) in state.entries()? {
+                    for s in sessions {
                         self.index
-                            .entry(start.saturating_add(size))
+                            .entry(s.end.saturating_add(gap))
                             .or_default()
-                            .push((key, start));
+                            .push((key.clone(), s.start));
                     }
                 }
             }
-            Shape::Session { gap } => {
-                if let Some(state) = &self.sessions {
-                    for (key, sessions) in state.entries()? {
-                        for s in sessions {
-                            self.index
-                                .entry(s.end.saturating_add(gap))
-                                .or_default()
-                                .push((key.clone(), s.start));
-                        }
-                    }
-                }
-            }
+            _ => return Err(mismatch()),
         }
         self.rebuild = false;
         Ok(())
@@ -296,14 +323,14 @@ where
         out: &mut dyn Collector<Windowed<K>, A>,
     ) -> Result<()> {
         let lateness = self.lateness();
-        while let Some((&end, _)) = self.index.first_key_value() {
+        while let Some(entry) = self.index.first_entry() {
+            let end = *entry.key();
             if end.saturating_add(lateness) > watermark {
                 break;
             }
-            let (_, due) = self.index.pop_first().expect("non-empty");
-            match self.windows.shape {
-                Shape::Fixed { .. } => {
-                    let state = self.fixed.as_ref().expect("opened");
+            let due = entry.remove();
+            match (&self.store, self.windows.shape) {
+                (Store::Fixed(state), _) => {
                     for (key, start) in due {
                         let id = (key, start);
                         if let Some(acc) = state.get(&id)? {
@@ -312,8 +339,7 @@ where
                         }
                     }
                 }
-                Shape::Session { gap } => {
-                    let state = self.sessions.as_ref().expect("opened");
+                (Store::Sessions(state, _), Shape::Session { gap }) => {
                     for (key, _) in due {
                         let Some(sessions) = state.get(&key)? else {
                             continue;
@@ -334,6 +360,7 @@ where
                         }
                     }
                 }
+                _ => return Err(mismatch()),
             }
         }
         Ok(())
@@ -347,11 +374,12 @@ where
         watermark: i64,
         out: &mut dyn Collector<Windowed<K>, A>,
     ) -> Result<bool> {
-        let Shape::Fixed { size, advance } = self.windows.shape else {
-            unreachable!("fixed windows")
+        let (Store::Fixed(state), Shape::Fixed { size, advance }) =
+            (&self.store, self.windows.shape)
+        else {
+            return Err(mismatch());
         };
         let lateness = self.lateness();
-        let state = self.fixed.as_ref().expect("opened");
         // Every start s, a multiple of `advance`, with s <= event < s + size.
         let last = event.div_euclid(advance).saturating_mul(advance);
         let mut start = last;
@@ -391,11 +419,12 @@ where
         watermark: i64,
         out: &mut dyn Collector<Windowed<K>, A>,
     ) -> Result<bool> {
-        let Shape::Session { gap } = self.windows.shape else {
-            unreachable!("sessions")
+        let (Store::Sessions(state, merge), Shape::Session { gap }) =
+            (&self.store, self.windows.shape)
+        else {
+            return Err(mismatch());
         };
         let lateness = self.lateness();
-        let state = self.sessions.as_ref().expect("opened");
         let sessions = state.get(&record.key)?.unwrap_or_default();
         let (joined, mut others): (Vec<_>, Vec<_>) = sessions.into_iter().partition(|s| {
             s.start.saturating_sub(gap) <= event && event <= s.end.saturating_add(gap)
@@ -403,7 +432,6 @@ where
         if joined.is_empty() && event.saturating_add(gap).saturating_add(lateness) <= watermark {
             return Ok(false);
         }
-        let merge = self.merge.as_ref().expect("sessions have a merge");
         let mut merged = SessionState {
             start: event,
             end: event,
@@ -444,6 +472,14 @@ where
     }
 }
 
+/// The store does not fit the windows' shape (the constructors make that impossible).
+fn mismatch() -> Error {
+    Error::Operator {
+        operator: "window".into(),
+        message: "the window store does not match the windows' shape".into(),
+    }
+}
+
 /// A window result, carrying the triggering record's origin.
 fn result<K, V, A>(
     template: &Record<K, V>,
@@ -472,26 +508,6 @@ where
     type OutKey = Windowed<K>;
     type OutValue = A;
 
-    fn on_assign(&mut self, ctx: &mut Context) -> Result<()> {
-        match self.windows.shape {
-            Shape::Fixed { .. } => {
-                self.fixed = Some(ctx.keyed_state(&StateDescriptor::new("windows"))?)
-            }
-            Shape::Session { .. } => {
-                if self.merge.is_none() {
-                    return Err(Error::Operator {
-                        operator: ctx.operator().into(),
-                        message: "session windows need a merge function".into(),
-                    });
-                }
-                self.sessions = Some(ctx.keyed_state(&StateDescriptor::new("sessions"))?)
-            }
-        }
-        self.time = Some(StreamTime::open(ctx)?);
-        self.rebuild = true;
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record<K, V>,
@@ -501,11 +517,7 @@ where
         if self.rebuild {
             self.rebuild_index()?;
         }
-        let time = self.time.as_mut().ok_or_else(|| Error::Operator {
-            operator: ctx.operator().into(),
-            message: "process called before on_assign".into(),
-        })?;
-        let (now, event) = time.advance(record.timestamp)?;
+        let (now, event) = self.time.advance(record.timestamp)?;
         let watermark = now.saturating_sub(self.windows.out_of_orderness);
         self.close(watermark, &record, out)?;
         let open = match self.windows.shape {

@@ -4,6 +4,7 @@
 pub(crate) mod node;
 
 use crate::codec::{Codec, RawSerde};
+use crate::error::Result;
 use crate::operator::{Context, Operator};
 use crate::producer::{Sink, WorkerProducer};
 use crate::record::TaskId;
@@ -13,8 +14,9 @@ use node::{Downstream, Node, OperatorNode, RawNode, SinkNode, SourceNode};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-type BuildChain<K, V> = dyn Fn(&TaskSetup, Box<dyn Node<K, V>>) -> Box<dyn RawNode> + Send + Sync;
-pub(crate) type BuildTask = dyn Fn(&TaskSetup) -> Box<dyn RawNode> + Send + Sync;
+type BuildChain<K, V> =
+    dyn Fn(&TaskSetup, Box<dyn Node<K, V>>) -> Result<Box<dyn RawNode>> + Send + Sync;
+pub(crate) type BuildTask = dyn Fn(&TaskSetup) -> Result<Box<dyn RawNode>> + Send + Sync;
 
 /// One sub-pipeline: an input topic and the chain its tasks run. A pipeline with a
 /// repartition has two; the runtime's one consumer reads all their inputs.
@@ -190,13 +192,13 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             operators,
             side_topics,
             build: Arc::new(move |task, next| {
-                Box::new(SourceNode {
+                Ok(Box::new(SourceNode {
                     topic: task.id.topic.clone(),
                     key: key.clone(),
                     value: value.clone(),
                     next,
                     poison: task.poison.clone(),
-                })
+                }))
             }),
             _types: PhantomData,
         }
@@ -243,7 +245,9 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     }
 
     /// Adds an operator. `factory` makes one instance per task (input partition); `name`
-    /// identifies the operator in logs, metrics and (for stateful operators) state.
+    /// identifies the operator in logs, metrics and (for stateful operators) state. An
+    /// operator made this way opens its state in [`Operator::on_assign`]; see
+    /// [`apply_with`](Self::apply_with) to build it with its state instead.
     ///
     /// # Panics
     /// When `name` is already used in this pipeline (names must be unique, since they
@@ -252,6 +256,51 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     where
         O: Operator<K, V>,
         F: Fn() -> O + Send + Sync + 'static,
+    {
+        self.apply_with(name, move |_: &mut Context| Ok(factory()))
+    }
+
+    /// Adds an operator built, once per task, by `constructor` from the task's
+    /// [`Context`] — where it opens its keyed state (restored by then) and global tables —
+    /// so that the operator holds its handles from the start (timely's `unary`
+    /// constructor; no `Option` fields, no "called before on_assign"). The constructor
+    /// runs when the task starts, before its first record and outside any transaction.
+    ///
+    /// ```
+    /// use exactly_framework::{Collector, Context, KeyedState, Operator, Pipeline, Record, Result, Serde, StateDescriptor};
+    ///
+    /// /// How many records each key has had.
+    /// struct Seen {
+    ///     counts: KeyedState<Option<String>, u64>,
+    /// }
+    /// impl Operator<String, String> for Seen {
+    ///     type OutKey = String;
+    ///     type OutValue = u64;
+    ///     fn process(&mut self, r: Record<String, String>, _: &mut Context, out: &mut dyn Collector<String, u64>) -> Result<()> {
+    ///         let n = self.counts.get(&r.key)?.unwrap_or(0) + 1;
+    ///         self.counts.put(&r.key, &n)?;
+    ///         out.collect(r.with_value(n))
+    ///     }
+    /// }
+    ///
+    /// let pipeline = Pipeline::from_topic_with_key("clicks", Serde::string(), Serde::string())
+    ///     .apply_with("seen", |ctx: &mut Context| {
+    ///         Ok(Seen { counts: ctx.keyed_state(&StateDescriptor::new("counts"))? })
+    ///     })
+    ///     .to_topic("seen", Serde::string(), Serde::json::<u64>());
+    /// # let _ = pipeline;
+    /// ```
+    ///
+    /// # Panics
+    /// When `name` is already used in this pipeline.
+    pub fn apply_with<O, F>(
+        self,
+        name: impl Into<String>,
+        constructor: F,
+    ) -> Stream<O::OutKey, O::OutValue>
+    where
+        O: Operator<K, V>,
+        F: Fn(&mut Context) -> Result<O> + Send + Sync + 'static,
     {
         let name = name.into();
         assert!(
@@ -267,14 +316,25 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             operators,
             side_topics: self.side_topics,
             build: Arc::new(move |task, next| {
+                let mut ctx = Context::with_state(
+                    task.id.clone(),
+                    name.clone(),
+                    task.state.clone(),
+                    task.start_offset,
+                );
+                let op = crate::poison::guard(
+                    &task.poison,
+                    || constructor(&mut ctx),
+                    || {
+                        (
+                            name.clone(),
+                            format!("in its constructor for task {}", task.id),
+                        )
+                    },
+                )?;
                 let node: OperatorNode<O, K, V> = OperatorNode {
-                    op: factory(),
-                    ctx: Context::with_state(
-                        task.id.clone(),
-                        name.clone(),
-                        task.state.clone(),
-                        task.start_offset,
-                    ),
+                    op,
+                    ctx,
                     next: Downstream(next),
                     assigned: false,
                     poison: task.poison.clone(),

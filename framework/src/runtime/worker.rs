@@ -216,7 +216,7 @@ impl WorkerState {
             state: self.state.clone(),
             start_offset: start,
             poison: self.poison.clone(),
-        });
+        })?;
         chain.assign()?;
         let next = offset.max(start);
         self.tasks.insert(

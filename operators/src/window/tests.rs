@@ -2,14 +2,29 @@ use super::*;
 use exactly_framework::testing::Harness;
 use exactly_framework::Serde;
 
-type Counter = WindowAggregate<String, u32, u64, fn() -> u64, fn(u64, u32) -> u64>;
+type Init = fn() -> u64;
+type Fold = fn(u64, u32) -> u64;
+type Counter = WindowAggregate<String, u32, u64, Init, Fold>;
 
-fn count<Kind>(w: Windows<String, u32, Kind>) -> Counter {
-    WindowAggregate::new(w, Arc::new(|| 0), Arc::new(|n, _| n + 1))
+fn zero() -> u64 {
+    0
 }
 
-fn sessions(w: Windows<String, u32, Session>) -> Counter {
-    WindowAggregate::sessions(w, Arc::new(|| 0), Arc::new(|n, _| n + 1), |a, b| a + b)
+fn plus_one(n: u64, _: u32) -> u64 {
+    n + 1
+}
+
+fn count(w: Windows<String, u32, Time>) -> Harness<String, u32, Counter> {
+    let (init, fold): (Init, Fold) = (zero, plus_one);
+    Harness::build(|ctx| WindowAggregate::open(ctx, w, Arc::new(init), Arc::new(fold))).unwrap()
+}
+
+fn sessions(w: Windows<String, u32, Session>) -> Harness<String, u32, Counter> {
+    let (init, fold): (Init, Fold) = (zero, plus_one);
+    Harness::build(|ctx| {
+        WindowAggregate::open_sessions(ctx, w, Arc::new(init), Arc::new(fold), |a, b| a + b)
+    })
+    .unwrap()
 }
 
 /// (key, start, end, value) of every result emitted so far.
@@ -35,7 +50,7 @@ fn tumbling_windows_close_at_the_watermark_and_count_late_records() {
     let w = Windows::tumbling(Duration::from_millis(10))
         .out_of_orderness(Duration::from_millis(5))
         .late_records_to(Sink::topic("late", Serde::string(), Serde::bincode()));
-    let mut h = Harness::new(count(w));
+    let mut h = count(w);
     for ts in [1, 3, 12, 8] {
         h.push_at(a(), 0, ts).unwrap(); // 8 is out of order but its window is open (wm 7)
     }
@@ -60,7 +75,7 @@ fn tumbling_windows_close_at_the_watermark_and_count_late_records() {
 fn allowed_lateness_keeps_a_window_open_for_late_updates() {
     let w =
         Windows::tumbling(Duration::from_millis(10)).allowed_lateness(Duration::from_millis(10));
-    let mut h = Harness::new(count(w));
+    let mut h = count(w);
     h.push_at(a(), 0, 5).unwrap();
     h.push_at(a(), 0, 15).unwrap(); // watermark 15 < 10 + 10: [0, 10) still open
     h.push_at(a(), 0, 6).unwrap(); // accepted
@@ -73,7 +88,7 @@ fn allowed_lateness_keeps_a_window_open_for_late_updates() {
 #[test]
 fn hopping_windows_count_a_record_in_each_window_it_falls_in() {
     let w = Windows::hopping(Duration::from_millis(10), Duration::from_millis(5));
-    let mut h = Harness::new(count(w));
+    let mut h = count(w);
     h.push_at(a(), 0, 7).unwrap(); // [0, 10) and [5, 15)
     h.push_at(a(), 0, 11).unwrap(); // watermark 11 closes [0, 10); 11 joins [5, 15), [10, 20)
     h.push_at(a(), 0, 40).unwrap();
@@ -90,7 +105,7 @@ fn hopping_windows_count_a_record_in_each_window_it_falls_in() {
 #[test]
 fn sessions_merge_when_a_record_bridges_them() {
     let w = Windows::session(Duration::from_millis(10)).out_of_orderness(Duration::from_millis(50));
-    let mut h = Harness::new(sessions(w));
+    let mut h = sessions(w);
     h.push_at(a(), 0, 100).unwrap();
     h.push_at(a(), 0, 115).unwrap(); // 15 ms after: a second session
     h.push_at(a(), 0, 108).unwrap(); // within 10 ms of both: one session [100, 115]
@@ -107,7 +122,7 @@ fn sessions_merge_when_a_record_bridges_them() {
 #[test]
 fn emit_updates_sends_every_intermediate_value_then_the_final_one() {
     let w = Windows::tumbling(Duration::from_millis(10)).emit_updates();
-    let mut h = Harness::new(count(w));
+    let mut h = count(w);
     for ts in [1, 2, 3, 10] {
         h.push_at(a(), 0, ts).unwrap();
     }
@@ -126,7 +141,7 @@ fn emit_updates_sends_every_intermediate_value_then_the_final_one() {
 #[test]
 fn an_aborted_cycle_is_replayed_to_the_same_results() {
     let run = |abort: bool| {
-        let mut h = Harness::new(count(Windows::tumbling(Duration::from_millis(10))));
+        let mut h = count(Windows::tumbling(Duration::from_millis(10)));
         h.push_at(a(), 0, 1).unwrap();
         h.push_at(a(), 0, 12).unwrap(); // closes [0, 10)
         h.barrier().unwrap();
