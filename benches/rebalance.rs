@@ -33,8 +33,8 @@ mod workload;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
-use exactly::testkit;
 use exactly::Guarantee;
+use exactly_testkit as testkit;
 use fleet::{Kind, RawSettings};
 use report::{Report, RunResult, Target};
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@
 
 use clap::Parser;
 use exactly::prelude::*;
-use exactly::testkit::{self, Loader};
+use exactly_testkit::{self as testkit, Loader};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -16,7 +16,7 @@
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use exactly::prelude::*;
-use exactly::testkit;
+use exactly_testkit as testkit;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]

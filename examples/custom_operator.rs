@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let brokers = match &args.brokers {
         Some(b) => b.clone(),
-        None => exactly::testkit::bootstrap_servers()?,
+        None => exactly_testkit::bootstrap_servers()?,
     };
     // Installed before the worker starts: an early SIGTERM still stops it cleanly.
     let shutdown = exactly::framework::runtime::shutdown_signal();

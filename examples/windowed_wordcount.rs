@@ -23,13 +23,13 @@ mod support;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use exactly::operators::text::words;
 use exactly::operators::{Windowed, Windows};
 use exactly::prelude::*;
-use exactly::testkit::{self, Isolation, Loader};
+use exactly_testkit::{self as testkit, Isolation, Loader};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::words;
 
 const MINUTE: i64 = 60_000;
 

@@ -26,25 +26,24 @@ mod support;
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use exactly::prelude::*;
-use exactly::testkit::{self, Isolation, Loader};
+use exactly_testkit::{self as testkit, Isolation, Loader};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use support::words;
 
-/// The word count: a few lines of pipeline.
+/// The word count, a few lines of pipeline (kept in `exactly_testkit::wordcount`, where the
+/// tests and benches run the same one):
+///
+/// ```text
+/// Pipeline::from_topic(input, Serde::string())
+///     .flat_map(|line: String| words(&line))
+///     .key_by("words", |w: &String| w.clone(), Serde::string(), Serde::string())
+///     .count("count")
+///     .map(|n: u64| n.to_string())
+///     .to_topic(output, Serde::string(), Serde::string())
+/// ```
 fn wordcount(input: &str, output: &str) -> Pipeline {
-    Pipeline::from_topic(input, Serde::string())
-        .flat_map(|line: String| words(&line))
-        .key_by(
-            "words",
-            |w: &String| w.clone(),
-            Serde::string(),
-            Serde::string(),
-        )
-        .count("count")
-        .map(|n: u64| n.to_string())
-        .to_topic(output, Serde::string(), Serde::string())
+    testkit::wordcount::pipeline(input, output)
 }
 
 #[derive(Parser, Debug)]
@@ -116,12 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("reading {}", args.corpus.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let mut expected: HashMap<String, u64> = HashMap::new();
-    for line in &lines {
-        for w in words(line) {
-            *expected.entry(w).or_default() += 1;
-        }
-    }
+    let expected = testkit::wordcount::expected_counts(lines.iter().copied());
     let total_words: u64 = expected.values().sum();
 
     let app = testkit::unique_name("wordcount");
@@ -154,10 +148,7 @@ async fn main() -> anyhow::Result<()> {
         },
         || wordcount(&input, &output),
         lines.len() as u64 + total_words,
-        || {
-            Ok(testkit::caught_up(&brokers, &app, &input)?
-                && testkit::caught_up(&brokers, &app, &repartition)?)
-        },
+        || Ok(testkit::app_caught_up(&brokers, &app, &wordcount(&input, &output))?),
     )
     .await?;
     println!(

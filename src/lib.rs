@@ -20,7 +20,8 @@
 //! ```
 //!
 //! The guarantees, the commit protocol and the architecture are described in `docs/`.
-//! [`testkit`] holds what tests, examples and benches need around a real broker.
+//! What tests, examples and benches need around a real broker is in the `exactly-testkit`
+//! crate of the workspace (not part of this facade).
 
 #![warn(missing_docs)]
 
@@ -31,8 +32,6 @@ pub use exactly_framework::{
     Assignment, Codec, Config, Error, Guarantee, Pipeline, Record, Result, Runtime, Serde, Sink,
     Stream, Worker,
 };
-
-pub mod testkit;
 
 /// Everything a pipeline author needs in scope.
 pub mod prelude {

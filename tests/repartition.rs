@@ -12,13 +12,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-fn words(line: &str) -> Vec<String> {
-    line.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
-
 struct Corpus {
     b: String,
     input: String,
@@ -30,14 +23,8 @@ struct Corpus {
 impl Corpus {
     fn load(name: &str, lines: usize) -> Corpus {
         let b = brokers();
-        let text = include_str!("../data/kjv.txt");
-        let lines: Vec<&str> = text.lines().take(lines).collect();
-        let mut expected = BTreeMap::new();
-        for l in &lines {
-            for w in words(l) {
-                *expected.entry(w).or_default() += 1;
-            }
-        }
+        let lines: Vec<&str> = wordcount::KJV.lines().take(lines).collect();
+        let expected = wordcount::expected_counts(lines.iter().copied());
         let input = new_topic(&b, &format!("{name}-lines"), 4);
         let output = new_topic(&b, &format!("{name}-counts"), 4);
         produce(
@@ -113,20 +100,6 @@ impl Corpus {
     }
 }
 
-fn wordcount(input: &str, output: &str) -> Pipeline {
-    Pipeline::from_topic(input, Serde::string())
-        .flat_map(|line: String| words(&line))
-        .key_by(
-            "words",
-            |w: &String| w.clone(),
-            Serde::string(),
-            Serde::string(),
-        )
-        .count("count")
-        .map(|n: u64| n.to_string())
-        .to_topic(output, Serde::string(), Serde::string())
-}
-
 #[test]
 fn word_count_through_a_repartition_is_exact_across_rebalances() {
     init_tracing();
@@ -139,11 +112,11 @@ fn word_count_through_a_repartition_is_exact_across_rebalances() {
             .with_consumer_property("heartbeat.interval.ms", "500")
     };
     let w1 = Runtime::new(config("w1"))
-        .spawn(wordcount(&c.input, &c.output))
+        .spawn(wordcount::pipeline(&c.input, &c.output))
         .unwrap();
     for i in 0..3 {
         let w = Runtime::new(config(&format!("x{i}")))
-            .spawn(wordcount(&c.input, &c.output))
+            .spawn(wordcount::pipeline(&c.input, &c.output))
             .unwrap();
         std::thread::sleep(Duration::from_millis(1_500));
         w.stop();
@@ -207,7 +180,7 @@ fn committed_repartition_records_are_purged() {
         .with_state_dir(&dir)
         .with_repartition_purge_interval(Duration::from_millis(200));
     let w = Runtime::new(config)
-        .spawn(wordcount(&c.input, &c.output))
+        .spawn(wordcount::pipeline(&c.input, &c.output))
         .unwrap();
     c.wait_done();
     // Once committed, the hop's records are deleted up to the committed offsets.

@@ -1,4 +1,4 @@
-//! Shared by the word-count examples: how a text splits into words, and how two workers
+//! Shared by the word-count examples: how two workers
 //! run a pipeline in this process with forced rebalances while a progress bar shows the
 //! records processed.
 #![allow(dead_code)]
@@ -8,14 +8,6 @@ use exactly::framework::StatsSnapshot;
 use exactly::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::{Duration, Instant};
-
-/// Lower-case runs of letters and digits.
-pub fn words(line: &str) -> Vec<String> {
-    line.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
 
 /// What [`run_with_rebalances`] measured.
 pub struct Run {

@@ -32,6 +32,7 @@ mod key_by;
 mod map;
 mod stream_ext;
 mod stream_time;
+pub mod text;
 mod window;
 
 pub use aggregate::{Aggregate, Reduce};

@@ -169,7 +169,7 @@ pub fn wait_until_committed_by(
             Instant::now() < give_up,
             "group {group} did not commit the end of {topic} within {deadline:?}: committed {:?}, ends {:?}",
             committed_offsets(brokers, group, topic).unwrap(),
-            exactly::testkit::reader::high_watermarks(brokers, topic).unwrap()
+            exactly_testkit::reader::high_watermarks(brokers, topic).unwrap()
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -1,5 +1,5 @@
 //! Shared by the integration tests: the broker, unique topics, readers (see
-//! `exactly::testkit`), plus small test-only helpers.
+//! `exactly_testkit`), plus small test-only helpers.
 #![allow(dead_code)]
 
 pub mod copy_check;
@@ -8,14 +8,14 @@ pub mod process;
 
 pub use process::LoggedProcess;
 
-pub use exactly::testkit::*;
+pub use exactly_testkit::*;
 use rdkafka::producer::BaseProducer;
 use rdkafka::ClientConfig;
 use std::time::Duration;
 
 /// The broker for this test binary (starting the local one if needed).
 pub fn brokers() -> String {
-    exactly::testkit::broker::require_broker()
+    exactly_testkit::broker::require_broker()
 }
 
 /// A fresh topic with `partitions` partitions; returns its unique name.

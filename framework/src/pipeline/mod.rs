@@ -154,6 +154,15 @@ impl Pipeline {
             .collect()
     }
 
+    /// Every topic the pipeline's tasks consume, for `application_id`: its input and its
+    /// internal (repartition) topics.
+    pub fn topics_read(&self, application_id: &str) -> Vec<String> {
+        self.stages
+            .iter()
+            .map(|s| s.input.resolve(application_id))
+            .collect()
+    }
+
     /// The output topic.
     pub fn output_topic(&self) -> &str {
         &self.output

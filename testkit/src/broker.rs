@@ -23,6 +23,7 @@ pub fn bootstrap_servers() -> Result<String> {
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
         .join("scripts")
         .join("kafka")
 }

@@ -259,3 +259,21 @@ pub fn caught_up(brokers: &str, group: &str, topic: &str) -> Result<bool> {
         }
     }
 }
+
+/// Whether the application `application_id` running `pipeline` has committed everything
+/// it reads: its input and every internal (repartition) topic, without naming them.
+///
+/// # Errors
+/// As [`caught_up`].
+pub fn app_caught_up(
+    brokers: &str,
+    application_id: &str,
+    pipeline: &exactly_framework::Pipeline,
+) -> Result<bool> {
+    for topic in pipeline.topics_read(application_id) {
+        if !caught_up(brokers, application_id, &topic)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

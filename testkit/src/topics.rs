@@ -218,29 +218,41 @@ impl Loader {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
+        self.send_records(
+            topic,
+            records.into_iter().map(|(p, k, v, ts)| (p, k, Some(v), ts)),
+        )
+    }
+
+    /// Sends records `(partition, key, value)` where a `None` value is a tombstone (a null
+    /// value: a delete in a compacted topic), and waits until all are acknowledged.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_nullable<I, K, V>(&self, topic: &str, records: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = (Option<i32>, Option<K>, Option<V>)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        self.send_records(topic, records.into_iter().map(|(p, k, v)| (p, k, v, None)))
+    }
+
+    fn send_records<I, K, V>(&self, topic: &str, records: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = (Option<i32>, Option<K>, Option<V>, Option<i64>)>,
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
         let mut n = 0u64;
         for (partition, key, value, timestamp) in records {
-            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(value.as_ref());
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+            rec.payload = value.as_ref().map(|v| v.as_ref());
+            rec.key = key.as_ref().map(|k| k.as_ref());
             rec.partition = partition;
             rec.timestamp = timestamp;
-            if let Some(k) = &key {
-                rec = rec.key(k.as_ref());
-            }
-            loop {
-                match self.producer.send(rec) {
-                    Ok(()) => break,
-                    Err((
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull,
-                        ),
-                        back,
-                    )) => {
-                        rec = back;
-                        self.producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => return Err(err(format!("produce to {topic}: {e}"))),
-                }
-            }
+            exactly_framework::producer::enqueue(&self.producer, rec)
+                .map_err(|e| err(format!("produce to {topic}: {e}")))?;
             n += 1;
         }
         self.producer
