@@ -148,7 +148,13 @@ async fn main() -> anyhow::Result<()> {
         },
         || wordcount(&input, &output),
         lines.len() as u64 + total_words,
-        || Ok(testkit::app_caught_up(&brokers, &app, &wordcount(&input, &output))?),
+        || {
+            Ok(testkit::app_caught_up(
+                &brokers,
+                &app,
+                &wordcount(&input, &output),
+            )?)
+        },
     )
     .await?;
     println!(
