@@ -403,16 +403,6 @@ pub fn run_one(ctx: &Ctx, spec: RunName) -> anyhow::Result<RunResult> {
     let args = &ctx.args;
     let kind = spec.kind();
     let backlog = ctx.backlog;
-    let mut raw_child_args = vec![
-        "--pipeline".to_string(),
-        format!("{:?}", args.pipeline).to_lowercase(),
-    ];
-    for (k, v) in &args.producer_props {
-        raw_child_args.extend(["--producer-property".into(), format!("{k}={v}")]);
-    }
-    for (k, v) in &args.consumer_props {
-        raw_child_args.extend(["--consumer-property".into(), format!("{k}={v}")]);
-    }
     let fleet = Fleet::new(
         FleetConfig {
             kind,
@@ -431,7 +421,7 @@ pub fn run_one(ctx: &Ctx, spec: RunName) -> anyhow::Result<RunResult> {
             worker_binary: ctx.worker_binary.clone(),
             state_root: ctx.out_dir.join("state").join(&ctx.group),
             log_dir: ctx.out_dir.join("logs"),
-            raw_child_args,
+            pipeline: args.pipeline,
         },
         args.workers + 1,
     );

@@ -8,7 +8,7 @@
 //! would, and the error is reported.
 
 use crate::measure::vm_mib;
-use crate::workload::Workload;
+use crate::workload::{PipelineKind, Workload};
 use anyhow::Context as _;
 use exactly::{Config, Guarantee, Runtime, Worker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -46,7 +46,9 @@ impl Kind {
 }
 
 /// `--assignment`: the partition assignment strategy of every worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum AssignmentArg {
     /// Incremental: only moved partitions stop (the framework's default).
@@ -77,9 +79,10 @@ impl AssignmentArg {
     }
 }
 
-/// Settings of a raw-baseline worker (also the command line of a raw worker process).
-#[derive(Debug, Clone)]
+/// Settings of a raw-baseline worker (a raw worker process gets them as JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RawSettings {
+    pub pipeline: PipelineKind,
     pub brokers: String,
     pub group: String,
     pub input: String,
@@ -252,8 +255,8 @@ pub struct FleetConfig {
     pub state_root: PathBuf,
     /// Where process logs go.
     pub log_dir: PathBuf,
-    /// Extra arguments for a raw worker process (this bench re-executed).
-    pub raw_child_args: Vec<String>,
+    /// The pipeline (for raw worker processes).
+    pub pipeline: PipelineKind,
 }
 
 /// The members of one run.
@@ -343,6 +346,7 @@ impl Fleet {
     fn raw_settings(&self, slot: usize) -> RawSettings {
         let c = &self.cfg;
         RawSettings {
+            pipeline: c.pipeline,
             brokers: c.brokers.clone(),
             group: c.group.clone(),
             input: c.input.clone(),
@@ -414,16 +418,7 @@ impl Fleet {
             Kind::Raw => {
                 let s = self.raw_settings(slot);
                 cmd = Command::new(std::env::current_exe()?);
-                cmd.arg("--raw-worker")
-                    .args(["--brokers", &s.brokers, "--raw-group", &s.group])
-                    .args(["--raw-input", &s.input, "--raw-output", &s.output])
-                    .args(["--commit-interval-ms", &s.commit_interval_ms.to_string()])
-                    .args(["--session-timeout-ms", &s.session_timeout_ms.to_string()])
-                    .args(["--assignment", s.assignment.librdkafka()])
-                    .args(&c.raw_child_args);
-                if let Some(id) = &s.instance {
-                    cmd.args(["--raw-instance", id]);
-                }
+                cmd.arg("--raw-worker").arg(serde_json::to_string(&s)?);
             }
         }
         let child = cmd

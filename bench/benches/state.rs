@@ -1,4 +1,4 @@
-//! State benchmark: `cargo bench --bench state`.
+//! State benchmark: `cargo bench -p exactly-bench --bench state`.
 //!
 //! On one broker and one data set, in one run:
 //! 1. throughput of the stateless copier and of a stateful keyed count (same input), and
@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         fresh.restore_time.as_secs_f64() * 1000.0,
         back.restored_records,
     );
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("state.json"), serde_json::to_string_pretty(&json)?)?;
     std::fs::write(out.join("state.md"), &md)?;

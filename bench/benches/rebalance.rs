@@ -1,4 +1,4 @@
-//! # `cargo bench --bench rebalance`
+//! # `cargo bench -p exactly-bench --bench rebalance`
 //!
 //! Throughput, pause per rebalance, commit and end-to-end latency, aborted transactions and
 //! peak RSS of a pipeline while rebalances are forced, under ExactlyOnce, AtLeastOnce and a
@@ -8,11 +8,11 @@
 //! `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo bench --bench rebalance                                 # defaults (< 3 min)
-//! cargo bench --bench rebalance -- --pipeline wordcount          # stateful (< 4 min)
-//! cargo bench --bench rebalance -- --records 200000 --runs exactly_once
-//! cargo bench --bench rebalance -- --kill-restart --static-membership
-//! cargo bench --bench rebalance -- --help
+//! cargo bench -p exactly-bench --bench rebalance                                 # defaults (< 3 min)
+//! cargo bench -p exactly-bench --bench rebalance -- --pipeline wordcount          # stateful (< 4 min)
+//! cargo bench -p exactly-bench --bench rebalance -- --records 200000 --runs exactly_once
+//! cargo bench -p exactly-bench --bench rebalance -- --kill-restart --static-membership
+//! cargo bench -p exactly-bench --bench rebalance -- --help
 //! ```
 //!
 //! The parent process preloads the input and starts one child process per run (this
@@ -45,7 +45,7 @@ use std::time::Instant;
 use workload::{PipelineKind, Workload};
 
 /// The runs of one invocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum RunName {
     /// The pipeline under ExactlyOnce, rebalances forced.
     #[value(name = "exactly_once")]
@@ -195,30 +195,12 @@ pub struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     pub bench: bool,
-    /// Internal: run one run in this process and write its result here.
+    /// Internal: run one run in this process (a `ChildRun` as JSON).
     #[arg(long, hide = true)]
-    pub child_run: Option<RunName>,
+    pub child: Option<String>,
+    /// Internal: run as one raw-baseline worker process (`RawSettings` as JSON).
     #[arg(long, hide = true)]
-    pub child_input: Option<String>,
-    #[arg(long, hide = true)]
-    pub child_output: Option<String>,
-    #[arg(long, hide = true)]
-    pub child_group: Option<String>,
-    #[arg(long, hide = true)]
-    pub child_backlog: Option<u64>,
-    #[arg(long, hide = true)]
-    pub child_result: Option<PathBuf>,
-    /// Internal: run as one raw-baseline worker process (--kill-restart).
-    #[arg(long, hide = true)]
-    pub raw_worker: bool,
-    #[arg(long, hide = true)]
-    pub raw_group: Option<String>,
-    #[arg(long, hide = true)]
-    pub raw_input: Option<String>,
-    #[arg(long, hide = true)]
-    pub raw_output: Option<String>,
-    #[arg(long, hide = true)]
-    pub raw_instance: Option<String>,
+    pub raw_worker: Option<String>,
 }
 
 impl Args {
@@ -231,10 +213,10 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = if args.raw_worker {
-        raw_worker_process(&args).map(|()| true)
-    } else if let Some(spec) = args.child_run {
-        child_run(&args, spec).map(|()| true)
+    let result = if let Some(json) = &args.raw_worker {
+        raw_worker_process(json).map(|()| true)
+    } else if let Some(json) = &args.child {
+        child_run(&args, json).map(|()| true)
     } else {
         bench(args)
     };
@@ -258,7 +240,7 @@ extern "C" fn on_sigterm(_: libc::c_int) {
 }
 
 /// `--raw-worker`: one raw-baseline group member until SIGTERM.
-fn raw_worker_process(args: &Args) -> anyhow::Result<()> {
+fn raw_worker_process(json: &str) -> anyhow::Result<()> {
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(
@@ -266,27 +248,27 @@ fn raw_worker_process(args: &Args) -> anyhow::Result<()> {
             on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t,
         );
     }
-    let need = |o: &Option<String>, what: &str| o.clone().with_context(|| format!("--{what}"));
-    let s = RawSettings {
-        brokers: args.brokers.clone().context("--brokers")?,
-        group: need(&args.raw_group, "raw-group")?,
-        input: need(&args.raw_input, "raw-input")?,
-        output: need(&args.raw_output, "raw-output")?,
-        instance: args.raw_instance.clone(),
-        commit_interval_ms: args.commit_interval_ms,
-        session_timeout_ms: args.session_timeout_ms,
-        assignment: args.assignment,
-        producer_props: args.producer_props.clone(),
-        consumer_props: args.consumer_props.clone(),
-    };
-    let workload = args.pipeline.for_run(Kind::Raw);
+    let s: RawSettings = serde_json::from_str(json).context("--raw-worker")?;
+    let workload = s.pipeline.for_run(Kind::Raw);
     fleet::run_raw_worker(&s, &*workload, &TERMINATED, &AtomicU64::new(0))
+}
+
+/// What the parent tells a run process (besides its own flags, passed on unchanged).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ChildRun {
+    run: RunName,
+    brokers: String,
+    input: String,
+    output: String,
+    group: String,
+    backlog: u64,
+    result: PathBuf,
 }
 
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 fn out_dir(args: &Args) -> PathBuf {
@@ -315,28 +297,28 @@ fn init_logging(path: &Path, truncate: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--child-run`: one run, its result written as JSON for the parent.
-fn child_run(args: &Args, spec: RunName) -> anyhow::Result<()> {
+/// `--child`: one run, its result written as JSON for the parent.
+fn child_run(args: &Args, json: &str) -> anyhow::Result<()> {
+    let child: ChildRun = serde_json::from_str(json).context("--child")?;
+    let spec = child.run;
     let out_dir = out_dir(args);
     init_logging(&out_dir.join("rebalance.log"), false)?;
     // Installed before any worker starts, so commit latencies are recorded.
     measure::framework_histograms();
     let workload: Arc<dyn Workload> = Arc::from(args.pipeline.for_run(spec.kind()));
-    let need = |o: &Option<String>, what: &str| o.clone().with_context(|| format!("--{what}"));
     let ctx = run::Ctx {
-        brokers: args.brokers.clone().context("--brokers")?,
-        input: need(&args.child_input, "child-input")?,
-        output: need(&args.child_output, "child-output")?,
-        group: need(&args.child_group, "child-group")?,
-        backlog: args.child_backlog.context("--child-backlog")?,
+        brokers: child.brokers,
+        input: child.input,
+        output: child.output,
+        group: child.group,
+        backlog: child.backlog,
         worker_binary: worker_binary(args, &*workload),
         workload,
         out_dir,
         args: args.clone(),
     };
     let result = run::run_one(&ctx, spec)?;
-    let path = args.child_result.clone().context("--child-result")?;
-    std::fs::write(path, serde_json::to_vec(&result)?)?;
+    std::fs::write(&child.result, serde_json::to_vec(&result)?)?;
     Ok(())
 }
 
@@ -448,16 +430,19 @@ fn bench(args: Args) -> anyhow::Result<bool> {
         }
         let result_path = out_dir.join("runs").join(format!("{}.json", spec.name()));
         let _ = std::fs::remove_file(&result_path);
+        let child = ChildRun {
+            run: *spec,
+            brokers: brokers.clone(),
+            input: input.clone(),
+            output: output.clone(),
+            group: group.clone(),
+            backlog: args.records(),
+            result: result_path.clone(),
+        };
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(std::env::args_os().skip(1))
-            .args(["--child-run", spec.name(), "--child-input", &input])
-            .args(["--child-output", &output, "--child-group", &group])
-            .args(["--child-backlog", &args.records().to_string()])
-            .arg("--child-result")
-            .arg(&result_path);
-        if args.brokers.is_none() {
-            cmd.args(["--brokers", &brokers]);
-        }
+            .arg("--child")
+            .arg(serde_json::to_string(&child)?);
         let status = cmd.status().context("cannot start a run process")?;
         if !status.success() {
             bail!(
@@ -493,7 +478,7 @@ fn bench(args: Args) -> anyhow::Result<bool> {
     let json_path = out_dir.join("rebalance.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     let md = format!(
-        "## `cargo bench --bench rebalance`\n\n{}\nTotal time {:.0} s. Generated by `cargo bench --bench rebalance`; every figure is in `target/bench/rebalance.json`.\n",
+        "## `cargo bench -p exactly-bench --bench rebalance`\n\n{}\nTotal time {:.0} s. Generated by `cargo bench -p exactly-bench --bench rebalance`; every figure is in `target/bench/rebalance.json`.\n",
         report::markdown(&report, &setup_line(&args)),
         report.total_seconds
     );

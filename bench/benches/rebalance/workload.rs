@@ -19,7 +19,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 /// The pipelines the bench knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PipelineKind {
     /// Stateless: `Pipeline::copy(input, output)`.
@@ -323,14 +323,6 @@ const KEY_BY: &str = "words";
 /// Name of the word count's `count` (its changelog is named after it).
 const COUNT: &str = "count";
 
-/// Lower-case runs of letters and digits (the splitting of `examples/wordcount.rs`).
-fn words(line: &str) -> Vec<String> {
-    line.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
-
 /// How many times each word of [`WORDS`] occurs in input records `0..ids`.
 fn word_counts(ids: u64) -> [u64; WORDS.len()] {
     let mut counts = [0u64; WORDS.len()];
@@ -372,17 +364,8 @@ impl Default for Wordcount {
 
 impl Workload for Wordcount {
     fn pipeline(&self, input: &str, output: &str) -> Pipeline {
-        Pipeline::from_topic(input, Serde::string())
-            .flat_map(|line: String| words(&line))
-            .key_by(
-                KEY_BY,
-                |w: &String| w.clone(),
-                Serde::string(),
-                Serde::string(),
-            )
-            .count(COUNT)
-            .map(|n: u64| n.to_string())
-            .to_topic(output, Serde::string(), Serde::string())
+        // The word count of the examples and tests: key_by `words`, count `count`.
+        exactly_testkit::wordcount::pipeline(input, output)
     }
 
     fn process_binary(&self) -> &'static str {
