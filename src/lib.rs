@@ -36,8 +36,8 @@ pub use exactly_framework::{
 /// Everything a pipeline author needs in scope.
 pub mod prelude {
     pub use exactly_framework::{
-        Codec, Collector, Config, Context, Guarantee, Operator, Partitioning, Pipeline, Record,
-        Runtime, Serde, Sink, Stream,
+        Codec, Collector, Config, Context, Error, Guarantee, KeyedState, Operator, Partitioning,
+        Pipeline, Record, Runtime, Serde, Sink, StateDescriptor, Stream,
     };
-    pub use exactly_operators::{StreamExt, Table};
+    pub use exactly_operators::{MemoryTable, StreamExt, Table, Windows};
 }

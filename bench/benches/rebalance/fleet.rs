@@ -12,10 +12,8 @@ use crate::workload::{PipelineKind, Workload};
 use anyhow::Context as _;
 use exactly::{Config, Guarantee, Runtime, Worker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -146,19 +144,7 @@ pub fn run_raw_worker(
                     rec.key = key;
                     rec.payload = value;
                     rec.timestamp = m.timestamp().to_millis();
-                    loop {
-                        match producer.send(rec) {
-                            Ok(()) => break,
-                            Err((
-                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                back,
-                            )) => {
-                                rec = back;
-                                producer.poll(Duration::from_millis(5));
-                            }
-                            Err((e, _)) => return Err(e).context("raw produce"),
-                        }
-                    }
+                    exactly::framework::producer::enqueue(&producer, rec).context("raw produce")?;
                 }
                 processed.fetch_add(1, Ordering::Relaxed);
             }

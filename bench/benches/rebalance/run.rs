@@ -13,10 +13,8 @@ use exactly::Guarantee;
 use exactly_testkit as testkit;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,16 +77,7 @@ pub fn send(
         .key(key)
         .payload(value);
     rec.timestamp = timestamp;
-    loop {
-        match producer.send(rec) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                rec = back;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e).context("produce input"),
-        }
-    }
+    exactly::framework::producer::enqueue(producer, rec).context("produce input")
 }
 
 /// End offset of each input partition when ids `0..ids` are in the topic (id `i` is in

@@ -19,10 +19,10 @@
 //! handles and the overlay.
 
 pub mod changelog;
-pub mod keyed;
+pub(crate) mod keyed;
 pub(crate) mod manager;
 pub(crate) mod restore;
-pub mod store;
+pub(crate) mod store;
 
 pub use keyed::{KeyedState, StateDescriptor};
 pub use store::Checkpoint;

@@ -110,7 +110,7 @@ pub(crate) fn scan(tree: &sled::Tree) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 ///
 /// # Errors
 /// [`Error::State`] for an unreadable store.
-pub fn checkpoint(tree: &sled::Tree) -> Result<Option<Checkpoint>> {
+pub(crate) fn checkpoint(tree: &sled::Tree) -> Result<Option<Checkpoint>> {
     match tree
         .get(CHECKPOINT_KEY)
         .map_err(sled_error("read checkpoint"))?
@@ -138,14 +138,14 @@ pub fn checkpoint(tree: &sled::Tree) -> Result<Option<Checkpoint>> {
 }
 
 /// Number of user keys in the tree.
-pub fn key_count(tree: &sled::Tree) -> usize {
+pub(crate) fn key_count(tree: &sled::Tree) -> usize {
     tree.scan_prefix([DATA_PREFIX]).count()
 }
 
 /// Changes ready to be applied, with the checkpoint they lead to. Made from a dirty
 /// overlay only by taking it by value, and applied only after the Kafka commit.
 #[must_use = "a prepared batch does nothing until applied"]
-pub struct PreparedBatch {
+pub(crate) struct PreparedBatch {
     batch: sled::Batch,
 }
 
