@@ -7,7 +7,7 @@
 //!   sled still holds the last committed state.
 //! - Commit cycle step 2: the last value of every dirty key (a tombstone for a delete) goes
 //!   to the changelog partition of the task, in the open transaction.
-//! - Step 5, only after the Kafka commit: the overlay becomes a [`store::PreparedBatch`]
+//! - Step 5, only after the Kafka commit: the overlay becomes a `PreparedBatch`
 //!   (taken by value) and is applied to sled in one atomic batch with the checkpoint
 //!   `{input offset, changelog offset}`. An abort drops the overlay.
 //! - When a task starts (`restore`): the local checkpoint matches the committed input
