@@ -246,8 +246,10 @@ fn reduce_and_aggregate_through_a_forced_rebalance() {
             Pipeline::from_topic_with_key(from.clone(), Serde::string(), Serde::string())
                 .filter_map(|v: String| v.parse::<i64>().ok())
                 .reduce("sum", |a, b| a + b)
+                .emit_every_update()
                 // (how many sums so far, the latest sum): a key's history, in order.
                 .aggregate("history", || (0u64, 0i64), |(n, _), sum| (n + 1, sum))
+                .emit_every_update()
                 .to_topic(output.clone(), Serde::string(), Serde::json())
         },
         &input,

@@ -22,6 +22,16 @@ pub trait Codec<T>: Send + Sync + 'static {
     fn decode(&self, bytes: Option<&[u8]>) -> Result<T, String>;
 }
 
+/// A shared codec is a codec (what a stage keeps to encode a repartition hop).
+impl<T: 'static> Codec<T> for std::sync::Arc<dyn Codec<T>> {
+    fn encode<'a>(&self, value: &'a T) -> Result<Option<Cow<'a, [u8]>>, String> {
+        (**self).encode(value)
+    }
+    fn decode(&self, bytes: Option<&[u8]>) -> Result<T, String> {
+        (**self).decode(bytes)
+    }
+}
+
 /// The built-in serdes.
 pub struct Serde;
 

@@ -141,6 +141,11 @@ pub struct Config {
     /// Replication factor of the internal topics (changelogs, repartition hops) the runtime
     /// creates (default: min(3, the cluster's broker count); 1..=32767).
     pub internal_replication_factor: Option<i16>,
+    /// Estimated bytes each keyed aggregation (`count`, `reduce`, `aggregate`) and each
+    /// pre-aggregation may cache per task before it flushes early (default 10 MiB, as Kafka
+    /// Streams' `statestore.cache.max.bytes`; 0..=17_179_869_184). The cache folds a key's
+    /// updates within a commit cycle into one output and one changelog record.
+    pub cache_max_bytes: u64,
     /// How often the records of a repartition hop that are committed get deleted from it
     /// (DeleteRecords), in ms (default 30_000, as Kafka Streams; 100..=86_400_000).
     pub repartition_purge_interval_ms: u64,
@@ -171,6 +176,7 @@ impl Default for Config {
             kafka_call_timeout_ms: 30_000,
             max_retries: 5,
             internal_replication_factor: None,
+            cache_max_bytes: 10 * 1024 * 1024,
             repartition_purge_interval_ms: 30_000,
             kafka: BTreeMap::new(),
             kafka_consumer: BTreeMap::new(),
@@ -226,6 +232,7 @@ impl fmt::Debug for Config {
                 "internal_replication_factor",
                 &self.internal_replication_factor,
             )
+            .field("cache_max_bytes", &self.cache_max_bytes)
             .field(
                 "repartition_purge_interval_ms",
                 &self.repartition_purge_interval_ms,
@@ -304,6 +311,13 @@ impl Config {
     /// Sets the replication factor of the internal topics the runtime creates.
     pub fn with_internal_replication_factor(mut self, replicas: i16) -> Self {
         self.internal_replication_factor = Some(replicas);
+        self
+    }
+
+    /// Sets the estimated bytes of each keyed aggregation's cache per task (0: no cache, every
+    /// record is flushed at once).
+    pub fn with_cache_max_bytes(mut self, bytes: u64) -> Self {
+        self.cache_max_bytes = bytes;
         self
     }
 
@@ -398,6 +412,7 @@ impl Config {
                 "INTERNAL_REPLICATION_FACTOR" => {
                     self.internal_replication_factor = Some(num(&key, &v)?)
                 }
+                "CACHE_MAX_BYTES" => self.cache_max_bytes = num(&key, &v)?,
                 "REPARTITION_PURGE_INTERVAL_MS" => {
                     self.repartition_purge_interval_ms = num(&key, &v)?
                 }
@@ -505,6 +520,12 @@ impl Config {
         if let Some(rf) = self.internal_replication_factor {
             range("internal_replication_factor", rf.max(0) as u64, 1, 32_767)?;
         }
+        range(
+            "cache_max_bytes",
+            self.cache_max_bytes,
+            0,
+            16 * 1024 * 1024 * 1024,
+        )?;
         range(
             "repartition_purge_interval_ms",
             self.repartition_purge_interval_ms,

@@ -1,45 +1,49 @@
 //! `reduce` and `aggregate`: keyed folds kept in keyed state, emitting each key's updated
-//! value after every record.
+//! value once per commit cycle (or after every record, with [`Emit::EveryUpdate`]).
 
-use exactly_framework::{
-    Collector, Context, KeyedState, Operator, Record, Result, StateDescriptor,
-};
+use crate::fold::{Emit, FoldFn, KeyedFold};
+use exactly_framework::{Collector, Context, Operator, Record, Result, StateDescriptor};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 
 /// Folds each key's values into an accumulator: `fold(acc, value)`, starting from
-/// `init()`, and emits `(key, accumulator)` after each record. State: one `A` per key in
-/// the state `aggregates` (changelogged, restored like every keyed state).
-pub struct Aggregate<K, A, I, F> {
-    /// The accumulator of a key's first record.
-    pub init: Arc<I>,
-    /// Adds one value to an accumulator.
-    pub fold: Arc<F>,
-    state: KeyedState<Option<K>, A>,
+/// `init()`, and emits `(key, accumulator)` as [`Emit`] says. State: one `A` per key in the
+/// state `aggregates` (changelogged, restored like every keyed state).
+pub struct Aggregate<K, V, A> {
+    fold: KeyedFold<K, V, A>,
 }
 
-impl<K: Serialize, A: Serialize + DeserializeOwned, I, F> Aggregate<K, A, I, F> {
+impl<K, V, A> Aggregate<K, V, A>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    V: 'static,
+    A: Serialize + DeserializeOwned + Clone + Send + 'static,
+{
     /// An aggregation with this initial accumulator and fold, its state opened in `ctx`'s
     /// task.
     ///
     /// # Errors
     /// As [`Context::keyed_state`].
-    pub fn open(ctx: &mut Context, init: Arc<I>, fold: Arc<F>) -> Result<Self> {
+    pub fn open<I, F>(ctx: &mut Context, init: Arc<I>, fold: Arc<F>, emit: Emit) -> Result<Self>
+    where
+        I: Fn() -> A + Send + Sync + 'static,
+        F: Fn(A, V) -> A + Send + Sync + 'static,
+    {
+        let fold: FoldFn<V, A> =
+            Arc::new(move |acc: Option<A>, v: V| fold(acc.unwrap_or_else(|| init()), v));
+        let state = ctx.keyed_state(&StateDescriptor::new("aggregates"))?;
         Ok(Aggregate {
-            init,
-            fold,
-            state: ctx.keyed_state(&StateDescriptor::new("aggregates"))?,
+            fold: KeyedFold::new(ctx, state, fold, emit),
         })
     }
 }
 
-impl<K, V, A, I, F> Operator<K, V> for Aggregate<K, A, I, F>
+impl<K, V, A> Operator<K, V> for Aggregate<K, V, A>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    V: Send + 'static,
     A: Serialize + DeserializeOwned + Clone + Send + 'static,
-    I: Fn() -> A + Send + Sync + 'static,
-    F: Fn(A, V) -> A + Send + Sync + 'static,
 {
     type OutKey = K;
     type OutValue = A;
@@ -50,62 +54,60 @@ where
         _: &mut Context,
         out: &mut dyn Collector<K, A>,
     ) -> Result<()> {
-        let state = &self.state;
-        let acc = state.get(&record.key)?.unwrap_or_else(|| (self.init)());
-        let (record, value) = take_value(record);
-        let acc = (self.fold)(acc, value);
-        state.put(&record.key, &acc)?;
-        out.collect(record.with_value(acc))
+        self.fold.process(record, out)
+    }
+
+    fn on_barrier(&mut self, _: &mut Context, out: &mut dyn Collector<K, A>) -> Result<()> {
+        self.fold.flush(out)
+    }
+
+    fn on_abort(&mut self, _: &mut Context) {
+        self.fold.abort();
     }
 }
 
-/// Splits a record into its envelope and its value.
-fn take_value<K, V>(record: Record<K, V>) -> (Record<K, ()>, V) {
-    let Record {
-        key,
-        value,
-        timestamp,
-        headers,
-        origin,
-    } = record;
-    (
-        Record {
-            key,
-            value: (),
-            timestamp,
-            headers,
-            origin,
-        },
-        value,
-    )
+/// Combines each key's values pairwise: the first value of a key is kept as is, every
+/// later one as `reduce(previous, value)`; emits as [`Emit`] says. State: one `V` per key
+/// in the state `reduced`.
+pub struct Reduce<K, V> {
+    fold: KeyedFold<K, V, V>,
 }
 
-/// Combines each key's values pairwise: the first value of a key is emitted as is, every
-/// later one as `reduce(previous, value)`. State: one `V` per key in the state `reduced`.
-pub struct Reduce<K, V, F> {
-    /// Combines the key's current value with a new one.
-    pub reduce: Arc<F>,
-    state: KeyedState<Option<K>, V>,
-}
-
-impl<K: Serialize, V: Serialize + DeserializeOwned, F> Reduce<K, V, F> {
+impl<K, V> Reduce<K, V>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    V: Serialize + DeserializeOwned + Clone + Send + 'static,
+{
     /// A reduction with this combining function, its state opened in `ctx`'s task.
     ///
     /// # Errors
     /// As [`Context::keyed_state`].
-    pub fn open(ctx: &mut Context, reduce: Arc<F>) -> Result<Self> {
+    pub fn open<F>(ctx: &mut Context, reduce: Arc<F>, emit: Emit) -> Result<Self>
+    where
+        F: Fn(V, V) -> V + Send + Sync + 'static,
+    {
+        let state = ctx.keyed_state(&StateDescriptor::new("reduced"))?;
         Ok(Reduce {
-            reduce,
-            state: ctx.keyed_state(&StateDescriptor::new("reduced"))?,
+            fold: KeyedFold::new(ctx, state, reducing(reduce), emit),
         })
     }
 }
 
-impl<K, V, F> Operator<K, V> for Reduce<K, V, F>
+/// `reduce` as a fold: a key's first value is its accumulator.
+pub(crate) fn reducing<V: 'static, F>(reduce: Arc<F>) -> FoldFn<V, V>
+where
+    F: Fn(V, V) -> V + Send + Sync + 'static,
+{
+    Arc::new(move |acc: Option<V>, v: V| match acc {
+        Some(a) => reduce(a, v),
+        None => v,
+    })
+}
+
+impl<K, V> Operator<K, V> for Reduce<K, V>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
     V: Serialize + DeserializeOwned + Clone + Send + 'static,
-    F: Fn(V, V) -> V + Send + Sync + 'static,
 {
     type OutKey = K;
     type OutValue = V;
@@ -116,14 +118,15 @@ where
         _: &mut Context,
         out: &mut dyn Collector<K, V>,
     ) -> Result<()> {
-        let state = &self.state;
-        let (record, value) = take_value(record);
-        let value = match state.get(&record.key)? {
-            Some(previous) => (self.reduce)(previous, value),
-            None => value,
-        };
-        state.put(&record.key, &value)?;
-        out.collect(record.with_value(value))
+        self.fold.process(record, out)
+    }
+
+    fn on_barrier(&mut self, _: &mut Context, out: &mut dyn Collector<K, V>) -> Result<()> {
+        self.fold.flush(out)
+    }
+
+    fn on_abort(&mut self, _: &mut Context) {
+        self.fold.abort();
     }
 }
 
@@ -142,6 +145,7 @@ mod tests {
                     acc.push(v);
                     acc
                 }),
+                Emit::EveryUpdate,
             )
         })
         .unwrap();
@@ -160,8 +164,10 @@ mod tests {
 
     #[test]
     fn reduce_keeps_the_maximum_per_key() {
-        let mut h: Harness<String, i64, _> =
-            Harness::build(|ctx| Reduce::open(ctx, Arc::new(|a: i64, b: i64| a.max(b)))).unwrap();
+        let mut h: Harness<String, i64, _> = Harness::build(|ctx| {
+            Reduce::open(ctx, Arc::new(|a: i64, b: i64| a.max(b)), Emit::EveryUpdate)
+        })
+        .unwrap();
         for (k, v) in [("x", 3), ("y", 1), ("x", 2), ("x", 7), ("y", 0)] {
             h.push(Some(k.to_string()), v).unwrap();
         }

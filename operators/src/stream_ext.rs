@@ -1,12 +1,16 @@
-//! Chaining methods on [`Stream`] for the operators of this crate.
+//! Chaining methods on [`Stream`] for the operators of this crate, and the two stream-like
+//! values some of them return: [`KeyBy`] (a re-keyed stream before its repartition, so that
+//! an aggregation right after it can pre-aggregate) and [`Aggregated`] (a keyed aggregation
+//! whose emission can still be chosen).
 
+use crate::fold::{Emit, PreAggregate};
 use crate::window::{Session, Time, WindowAggregate, Windowed, Windows};
 use crate::Reduce;
 use crate::{
     Aggregate, Branch, Count, Dedup, Filter, FilterMap, FlatMap, Inspect, Map, MapKey, Table,
     TableJoin,
 };
-use exactly_framework::{Codec, Context, Record, Sink, Stream};
+use exactly_framework::{Codec, Context, Pipeline, Record, Serde, Sink, Stream};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::hash::Hash;
@@ -41,17 +45,75 @@ use std::time::Duration;
 ///     .to_topic("maxima", Serde::json(), Serde::json());
 /// assert_eq!(pipeline.side_topics(), ["alerts"]);
 /// ```
-pub trait StreamExt<K, V>: Sized {
+pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
+    /// The stream itself: a [`Stream`] as it is; a [`KeyBy`] with its repartition; an
+    /// [`Aggregated`] with its aggregation.
+    fn into_stream(self) -> Stream<K, V>;
+
+    /// [`Stream::apply`] on [`into_stream`](Self::into_stream).
+    fn apply<O, F>(self, name: impl Into<String>, factory: F) -> Stream<O::OutKey, O::OutValue>
+    where
+        O: exactly_framework::Operator<K, V>,
+        F: Fn() -> O + Send + Sync + 'static,
+    {
+        self.into_stream().apply(name, factory)
+    }
+
+    /// [`Stream::apply_with`] on [`into_stream`](Self::into_stream).
+    fn apply_with<O, F>(
+        self,
+        name: impl Into<String>,
+        constructor: F,
+    ) -> Stream<O::OutKey, O::OutValue>
+    where
+        O: exactly_framework::Operator<K, V>,
+        F: Fn(&mut Context) -> exactly_framework::Result<O> + Send + Sync + 'static,
+    {
+        self.into_stream().apply_with(name, constructor)
+    }
+
+    /// [`Stream::to`] on [`into_stream`](Self::into_stream).
+    fn to(self, sink: Sink<K, V>) -> Pipeline {
+        self.into_stream().to(sink)
+    }
+
+    /// [`Stream::to_topic`] on [`into_stream`](Self::into_stream).
+    fn to_topic(
+        self,
+        topic: impl Into<String>,
+        key: impl Codec<K>,
+        value: impl Codec<V>,
+    ) -> Pipeline {
+        self.into_stream().to_topic(topic, key, value)
+    }
+
+    /// [`Stream::writes_to`] on [`into_stream`](Self::into_stream).
+    fn writes_to(self, topic: impl Into<String>) -> Stream<K, V> {
+        self.into_stream().writes_to(topic)
+    }
+
     /// Replaces each value with `f(value)`. See [`Map`].
     fn map<V2, F>(self, f: F) -> Stream<K, V2>
     where
         V2: Send + 'static,
-        F: Fn(V) -> V2 + Send + Sync + 'static;
+        F: Fn(V) -> V2 + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let name = auto_name(&this, "map");
+        let f = Arc::new(f);
+        this.apply(name, move || Map(f.clone()))
+    }
 
     /// Keeps the records whose value passes `f`. See [`Filter`].
     fn filter<F>(self, f: F) -> Stream<K, V>
     where
-        F: Fn(&V) -> bool + Send + Sync + 'static;
+        F: Fn(&V) -> bool + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let name = auto_name(&this, "filter");
+        let f = Arc::new(f);
+        this.apply(name, move || Filter(f.clone()))
+    }
 
     /// Emits every item of `f(value)`. See [`FlatMap`].
     fn flat_map<I, F>(self, f: F) -> Stream<K, I::Item>
@@ -59,7 +121,13 @@ pub trait StreamExt<K, V>: Sized {
         K: Clone,
         I: IntoIterator,
         I::Item: Send + 'static,
-        F: Fn(V) -> I + Send + Sync + 'static;
+        F: Fn(V) -> I + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let name = auto_name(&this, "flat_map");
+        let f = Arc::new(f);
+        this.apply(name, move || FlatMap(f.clone()))
+    }
 
     /// Replaces each record's key with `f(&record)`. See [`MapKey`]. Keyed state after it
     /// only sees a key's records together if the input is partitioned by that key: use
@@ -67,7 +135,13 @@ pub trait StreamExt<K, V>: Sized {
     fn map_key<K2, F>(self, f: F) -> Stream<K2, V>
     where
         K2: Send + 'static,
-        F: Fn(&Record<K, V>) -> Option<K2> + Send + Sync + 'static;
+        F: Fn(&Record<K, V>) -> Option<K2> + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let name = auto_name(&this, "map_key");
+        let f = Arc::new(f);
+        this.apply(name, move || MapKey(f.clone()))
+    }
 
     /// Re-keys each record with `f(&value)` and repartitions the stream by the new key
     /// through the internal topic `{application_id}-{name}-repartition`, written in the same
@@ -79,16 +153,38 @@ pub trait StreamExt<K, V>: Sized {
         f: F,
         key: impl Codec<K2> + Clone,
         value: impl Codec<V> + Clone,
-    ) -> Stream<K2, V>
+    ) -> KeyBy<K2, V>
     where
         K2: Send + 'static,
-        F: Fn(&V) -> K2 + Send + Sync + 'static;
+        F: Fn(&V) -> K2 + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let rekeyed = this.apply(format!("{name}-key"), {
+            let f = Arc::new(move |r: &Record<K, V>| Some(f(&r.value)));
+            move || MapKey(f.clone())
+        });
+        KeyBy {
+            rekeyed,
+            name: name.to_string(),
+            key: Arc::new(key),
+            value: Arc::new(value),
+        }
+    }
 
-    /// Counts records per key in keyed state named `name`, emitting `(key, count)`. See
+    /// Counts records per key in keyed state named `name`, emitting `(key, count)` once per
+    /// key and commit cycle (`.emit_every_update()` for one output per record). Right after
+    /// a [`key_by`](StreamExt::key_by), the count is pre-aggregated before the hop. See
     /// [`Count`].
-    fn count(self, name: &str) -> Stream<K, u64>
+    fn count(self, name: &str) -> Aggregated<K, u64>
     where
-        K: Serialize + DeserializeOwned + Clone;
+        K: Serialize + DeserializeOwned + Clone,
+    {
+        let this = self.into_stream();
+        let name = name.to_string();
+        Aggregated::new(move |emit| {
+            this.apply_with(name, move |ctx: &mut Context| Count::open(ctx, emit))
+        })
+    }
 
     /// Emits `f(value)` when it is `Some`, drops the record otherwise. See [`FilterMap`].
     ///
@@ -101,18 +197,39 @@ pub trait StreamExt<K, V>: Sized {
     fn filter_map<V2, F>(self, f: F) -> Stream<K, V2>
     where
         V2: Send + 'static,
-        F: Fn(V) -> Option<V2> + Send + Sync + 'static;
+        F: Fn(V) -> Option<V2> + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let name = auto_name(&this, "filter_map");
+        let f = Arc::new(f);
+        this.apply(name, move || FilterMap(f.clone()))
+    }
 
     /// Calls `f(&record)` for each record and passes it on. See [`Inspect`].
     fn inspect<F>(self, f: F) -> Stream<K, V>
     where
-        F: Fn(&Record<K, V>) + Send + Sync + 'static;
+        F: Fn(&Record<K, V>) + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let name = auto_name(&this, "inspect");
+        let f = Arc::new(f);
+        this.apply(name, move || Inspect(f.clone()))
+    }
 
     /// Sends the records matching `predicate` to `sink`'s topic, in the same transaction;
     /// the rest continue. The topic must exist (checked at start). See [`Branch`].
     fn branch<F>(self, name: &str, predicate: F, sink: Sink<K, V>) -> Stream<K, V>
     where
-        F: Fn(&Record<K, V>) -> bool + Send + Sync + 'static;
+        F: Fn(&Record<K, V>) -> bool + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let (predicate, sink) = (Arc::new(predicate), Arc::new(sink));
+        this.writes_to(sink.topic_name())
+            .apply(name, move || Branch {
+                predicate: predicate.clone(),
+                sink: sink.clone(),
+            })
+    }
 
     /// Combines each key's values with `f(previous, value)`, emitting the result. State
     /// `reduced`. See [`Reduce`].
@@ -124,11 +241,20 @@ pub trait StreamExt<K, V>: Sized {
     /// let maxima = Pipeline::from_topic_with_key("amounts", Serde::string(), Serde::json::<i64>())
     ///     .reduce("max-amount", |a: i64, b: i64| a.max(b));
     /// ```
-    fn reduce<F>(self, name: &str, f: F) -> Stream<K, V>
+    fn reduce<F>(self, name: &str, f: F) -> Aggregated<K, V>
     where
         K: Serialize + DeserializeOwned + Clone,
         V: Serialize + DeserializeOwned + Clone,
-        F: Fn(V, V) -> V + Send + Sync + 'static;
+        F: Fn(V, V) -> V + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let (name, f) = (name.to_string(), Arc::new(f));
+        Aggregated::new(move |emit| {
+            this.apply_with(name, move |ctx: &mut Context| {
+                Reduce::open(ctx, f.clone(), emit)
+            })
+        })
+    }
 
     /// Folds each key's values into `fold(acc, value)` from `init()`, emitting the
     /// accumulator. State `aggregates`. See [`Aggregate`].
@@ -140,12 +266,21 @@ pub trait StreamExt<K, V>: Sized {
     /// let totals = Pipeline::from_topic_with_key("amounts", Serde::string(), Serde::json::<i64>())
     ///     .aggregate("totals", || (0u64, 0i64), |(n, sum), amount: i64| (n + 1, sum + amount));
     /// ```
-    fn aggregate<A, I, F>(self, name: &str, init: I, fold: F) -> Stream<K, A>
+    fn aggregate<A, I, F>(self, name: &str, init: I, fold: F) -> Aggregated<K, A>
     where
         K: Serialize + DeserializeOwned + Clone,
         A: Serialize + DeserializeOwned + Clone + Send + 'static,
         I: Fn() -> A + Send + Sync + 'static,
-        F: Fn(A, V) -> A + Send + Sync + 'static;
+        F: Fn(A, V) -> A + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let (name, init, fold) = (name.to_string(), Arc::new(init), Arc::new(fold));
+        Aggregated::new(move |emit| {
+            this.apply_with(name, move |ctx: &mut Context| {
+                Aggregate::open(ctx, init.clone(), fold.clone(), emit)
+            })
+        })
+    }
 
     /// Drops a record when its key was let through less than `horizon` earlier (stream
     /// time). See [`Dedup`].
@@ -159,7 +294,12 @@ pub trait StreamExt<K, V>: Sized {
     /// ```
     fn dedup(self, name: &str, horizon: Duration) -> Stream<K, V>
     where
-        K: Serialize + DeserializeOwned;
+        K: Serialize + DeserializeOwned,
+    {
+        let this = self.into_stream();
+        let horizon = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
+        this.apply_with(name, move |ctx: &mut Context| Dedup::open(ctx, horizon))
+    }
 
     /// Folds each key's values per tumbling or hopping window; emits
     /// `(Windowed<K>, acc)` when a window closes. See [`Windows`] and [`WindowAggregate`].
@@ -175,7 +315,14 @@ pub trait StreamExt<K, V>: Sized {
         V: Clone,
         A: Serialize + DeserializeOwned + Clone + Send + 'static,
         I: Fn() -> A + Send + Sync + 'static,
-        F: Fn(A, V) -> A + Send + Sync + 'static;
+        F: Fn(A, V) -> A + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let (init, fold) = (Arc::new(init), Arc::new(fold));
+        declare_late(this, &windows).apply_with(name, move |ctx: &mut Context| {
+            WindowAggregate::open(ctx, windows.clone(), init.clone(), fold.clone())
+        })
+    }
 
     /// Counts each key's records per tumbling or hopping window.
     ///
@@ -195,7 +342,11 @@ pub trait StreamExt<K, V>: Sized {
     fn window_count(self, name: &str, windows: Windows<K, V, Time>) -> Stream<Windowed<K>, u64>
     where
         K: Serialize + DeserializeOwned + Clone,
-        V: Clone;
+        V: Clone,
+    {
+        let this = self.into_stream();
+        this.window_aggregate(name, windows, || 0u64, |n, _| n + 1)
+    }
 
     /// Folds each key's values per session; `merge` combines two sessions' accumulators
     /// when a record bridges them.
@@ -213,7 +364,21 @@ pub trait StreamExt<K, V>: Sized {
         A: Serialize + DeserializeOwned + Clone + Send + 'static,
         I: Fn() -> A + Send + Sync + 'static,
         F: Fn(A, V) -> A + Send + Sync + 'static,
-        M: Fn(A, A) -> A + Send + Sync + 'static;
+        M: Fn(A, A) -> A + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let (init, fold, merge) = (Arc::new(init), Arc::new(fold), Arc::new(merge));
+        declare_late(this, &windows).apply_with(name, move |ctx: &mut Context| {
+            let merge = merge.clone();
+            WindowAggregate::open_sessions(
+                ctx,
+                windows.clone(),
+                init.clone(),
+                fold.clone(),
+                move |a, b| merge(a, b),
+            )
+        })
+    }
 
     /// Counts each key's records per session.
     ///
@@ -229,7 +394,11 @@ pub trait StreamExt<K, V>: Sized {
     fn session_count(self, name: &str, windows: Windows<K, V, Session>) -> Stream<Windowed<K>, u64>
     where
         K: Serialize + DeserializeOwned + Clone,
-        V: Clone;
+        V: Clone,
+    {
+        let this = self.into_stream();
+        this.session_aggregate(name, windows, || 0u64, |n, _| n + 1, |a, b| a + b)
+    }
 
     /// Joins each record with the row of `table` under the record's key, emitting
     /// `joiner(value, row)` when it is `Some`: an inner join returns `None` for a missing
@@ -262,7 +431,14 @@ pub trait StreamExt<K, V>: Sized {
         K: Eq + Hash + Sync,
         T: Send + Sync + 'static,
         O: Send + 'static,
-        F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static;
+        F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let joiner = Arc::new(joiner);
+        this.apply_with(name, move |ctx: &mut Context| {
+            TableJoin::open(ctx, &table, joiner.clone())
+        })
+    }
 }
 
 /// Declares the late-records topic of `windows`, if any.
@@ -281,208 +457,116 @@ fn auto_name<K: Send + 'static, V: Send + 'static>(stream: &Stream<K, V>, kind: 
 }
 
 impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for Stream<K, V> {
-    fn map<V2, F>(self, f: F) -> Stream<K, V2>
-    where
-        V2: Send + 'static,
-        F: Fn(V) -> V2 + Send + Sync + 'static,
-    {
-        let name = auto_name(&self, "map");
-        let f = Arc::new(f);
-        self.apply(name, move || Map(f.clone()))
+    fn into_stream(self) -> Stream<K, V> {
+        self
+    }
+}
+
+/// A stream re-keyed by [`StreamExt::key_by`], before its repartition. Used as a stream
+/// (any [`StreamExt`] method, `to_topic`, ...) it is repartitioned through
+/// `{application_id}-{name}-repartition` as it is. A `count` or `reduce` right after it
+/// **pre-aggregates**: each task folds a key's records within the commit cycle and the hop
+/// carries one partial per key and cycle (in the same transaction), which the aggregation
+/// after the hop combines — unless the aggregation emits every update.
+pub struct KeyBy<K, V> {
+    rekeyed: Stream<K, V>,
+    name: String,
+    key: Arc<dyn Codec<K>>,
+    value: Arc<dyn Codec<V>>,
+}
+
+impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for KeyBy<K, V> {
+    fn into_stream(self) -> Stream<K, V> {
+        self.rekeyed.repartition(self.name, self.key, self.value)
     }
 
-    fn filter<F>(self, f: F) -> Stream<K, V>
-    where
-        F: Fn(&V) -> bool + Send + Sync + 'static,
-    {
-        let name = auto_name(&self, "filter");
-        let f = Arc::new(f);
-        self.apply(name, move || Filter(f.clone()))
-    }
-
-    fn flat_map<I, F>(self, f: F) -> Stream<K, I::Item>
-    where
-        K: Clone,
-        I: IntoIterator,
-        I::Item: Send + 'static,
-        F: Fn(V) -> I + Send + Sync + 'static,
-    {
-        let name = auto_name(&self, "flat_map");
-        let f = Arc::new(f);
-        self.apply(name, move || FlatMap(f.clone()))
-    }
-
-    fn count(self, name: &str) -> Stream<K, u64>
+    fn count(self, name: &str) -> Aggregated<K, u64>
     where
         K: Serialize + DeserializeOwned + Clone,
     {
-        self.apply_with(name, Count::open)
-    }
-
-    fn join_table<T, O, F>(self, name: &str, table: Table<K, T>, joiner: F) -> Stream<K, O>
-    where
-        K: Eq + Hash + Sync,
-        T: Send + Sync + 'static,
-        O: Send + 'static,
-        F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static,
-    {
-        let joiner = Arc::new(joiner);
-        self.apply_with(name, move |ctx: &mut Context| {
-            TableJoin::open(ctx, &table, joiner.clone())
+        let name = name.to_string();
+        Aggregated::new(move |emit| match emit {
+            Emit::EveryUpdate => self.into_stream().apply_with(name, |ctx: &mut Context| {
+                Count::open(ctx, Emit::EveryUpdate)
+            }),
+            Emit::OnCommit => {
+                let partials: Arc<dyn Codec<u64>> = Arc::new(Serde::bincode::<u64>());
+                self.rekeyed
+                    .apply_with(format!("{}-combine", self.name), |ctx: &mut Context| {
+                        Ok(PreAggregate::new(
+                            ctx,
+                            Arc::new(|n: Option<u64>, _: V| n.unwrap_or(0) + 1),
+                        ))
+                    })
+                    .repartition(self.name, self.key, partials)
+                    .apply_with(name, |ctx: &mut Context| {
+                        Count::summing(ctx, Emit::OnCommit)
+                    })
+            }
         })
     }
 
-    fn map_key<K2, F>(self, f: F) -> Stream<K2, V>
-    where
-        K2: Send + 'static,
-        F: Fn(&Record<K, V>) -> Option<K2> + Send + Sync + 'static,
-    {
-        let name = auto_name(&self, "map_key");
-        let f = Arc::new(f);
-        self.apply(name, move || MapKey(f.clone()))
-    }
-
-    fn key_by<K2, F>(
-        self,
-        name: &str,
-        f: F,
-        key: impl Codec<K2> + Clone,
-        value: impl Codec<V> + Clone,
-    ) -> Stream<K2, V>
-    where
-        K2: Send + 'static,
-        F: Fn(&V) -> K2 + Send + Sync + 'static,
-    {
-        self.apply(format!("{name}-key"), {
-            let f = Arc::new(move |r: &Record<K, V>| Some(f(&r.value)));
-            move || MapKey(f.clone())
-        })
-        .repartition(name, key, value)
-    }
-    fn filter_map<V2, F>(self, f: F) -> Stream<K, V2>
-    where
-        V2: Send + 'static,
-        F: Fn(V) -> Option<V2> + Send + Sync + 'static,
-    {
-        let name = auto_name(&self, "filter_map");
-        let f = Arc::new(f);
-        self.apply(name, move || FilterMap(f.clone()))
-    }
-
-    fn inspect<F>(self, f: F) -> Stream<K, V>
-    where
-        F: Fn(&Record<K, V>) + Send + Sync + 'static,
-    {
-        let name = auto_name(&self, "inspect");
-        let f = Arc::new(f);
-        self.apply(name, move || Inspect(f.clone()))
-    }
-
-    fn branch<F>(self, name: &str, predicate: F, sink: Sink<K, V>) -> Stream<K, V>
-    where
-        F: Fn(&Record<K, V>) -> bool + Send + Sync + 'static,
-    {
-        let (predicate, sink) = (Arc::new(predicate), Arc::new(sink));
-        self.writes_to(sink.topic_name())
-            .apply(name, move || Branch {
-                predicate: predicate.clone(),
-                sink: sink.clone(),
-            })
-    }
-
-    fn reduce<F>(self, name: &str, f: F) -> Stream<K, V>
+    fn reduce<F>(self, name: &str, f: F) -> Aggregated<K, V>
     where
         K: Serialize + DeserializeOwned + Clone,
         V: Serialize + DeserializeOwned + Clone,
         F: Fn(V, V) -> V + Send + Sync + 'static,
     {
-        let f = Arc::new(f);
-        self.apply_with(name, move |ctx: &mut Context| Reduce::open(ctx, f.clone()))
-    }
-
-    fn aggregate<A, I, F>(self, name: &str, init: I, fold: F) -> Stream<K, A>
-    where
-        K: Serialize + DeserializeOwned + Clone,
-        A: Serialize + DeserializeOwned + Clone + Send + 'static,
-        I: Fn() -> A + Send + Sync + 'static,
-        F: Fn(A, V) -> A + Send + Sync + 'static,
-    {
-        let (init, fold) = (Arc::new(init), Arc::new(fold));
-        self.apply_with(name, move |ctx: &mut Context| {
-            Aggregate::open(ctx, init.clone(), fold.clone())
+        let (name, f) = (name.to_string(), Arc::new(f));
+        Aggregated::new(move |emit| {
+            let hop = match emit {
+                Emit::EveryUpdate => self.into_stream(),
+                Emit::OnCommit => {
+                    let pre = f.clone();
+                    self.rekeyed
+                        .apply_with(
+                            format!("{}-combine", self.name),
+                            move |ctx: &mut Context| {
+                                Ok(PreAggregate::new(
+                                    ctx,
+                                    crate::aggregate::reducing(pre.clone()),
+                                ))
+                            },
+                        )
+                        .repartition(self.name, self.key, self.value)
+                }
+            };
+            hop.apply_with(name, move |ctx: &mut Context| {
+                Reduce::open(ctx, f.clone(), emit)
+            })
         })
     }
+}
 
-    fn dedup(self, name: &str, horizon: Duration) -> Stream<K, V>
-    where
-        K: Serialize + DeserializeOwned,
-    {
-        let horizon = i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX);
-        self.apply_with(name, move |ctx: &mut Context| Dedup::open(ctx, horizon))
+type Finish<K, A> = Box<dyn FnOnce(Emit) -> Stream<K, A> + Send>;
+
+/// A keyed aggregation (`count`, `reduce`, `aggregate`) whose emission can still be
+/// chosen: once per key and commit cycle by default ([`Emit::OnCommit`]), or after every
+/// record with [`emit_every_update`](Aggregated::emit_every_update). Used as a stream it is
+/// the aggregation's output.
+pub struct Aggregated<K, A> {
+    finish: Finish<K, A>,
+    emit: Emit,
+}
+
+impl<K, A> Aggregated<K, A> {
+    fn new(finish: impl FnOnce(Emit) -> Stream<K, A> + Send + 'static) -> Self {
+        Aggregated {
+            finish: Box::new(finish),
+            emit: Emit::OnCommit,
+        }
     }
 
-    fn window_aggregate<A, I, F>(
-        self,
-        name: &str,
-        windows: Windows<K, V, Time>,
-        init: I,
-        fold: F,
-    ) -> Stream<Windowed<K>, A>
-    where
-        K: Serialize + DeserializeOwned + Clone,
-        V: Clone,
-        A: Serialize + DeserializeOwned + Clone + Send + 'static,
-        I: Fn() -> A + Send + Sync + 'static,
-        F: Fn(A, V) -> A + Send + Sync + 'static,
-    {
-        let (init, fold) = (Arc::new(init), Arc::new(fold));
-        declare_late(self, &windows).apply_with(name, move |ctx: &mut Context| {
-            WindowAggregate::open(ctx, windows.clone(), init.clone(), fold.clone())
-        })
+    /// One output record per input record (each update of the key), and no
+    /// pre-aggregation before a repartition: the behaviour before record caches.
+    pub fn emit_every_update(mut self) -> Self {
+        self.emit = Emit::EveryUpdate;
+        self
     }
+}
 
-    fn window_count(self, name: &str, windows: Windows<K, V, Time>) -> Stream<Windowed<K>, u64>
-    where
-        K: Serialize + DeserializeOwned + Clone,
-        V: Clone,
-    {
-        self.window_aggregate(name, windows, || 0u64, |n, _| n + 1)
-    }
-
-    fn session_aggregate<A, I, F, M>(
-        self,
-        name: &str,
-        windows: Windows<K, V, Session>,
-        init: I,
-        fold: F,
-        merge: M,
-    ) -> Stream<Windowed<K>, A>
-    where
-        K: Serialize + DeserializeOwned + Clone,
-        V: Clone,
-        A: Serialize + DeserializeOwned + Clone + Send + 'static,
-        I: Fn() -> A + Send + Sync + 'static,
-        F: Fn(A, V) -> A + Send + Sync + 'static,
-        M: Fn(A, A) -> A + Send + Sync + 'static,
-    {
-        let (init, fold, merge) = (Arc::new(init), Arc::new(fold), Arc::new(merge));
-        declare_late(self, &windows).apply_with(name, move |ctx: &mut Context| {
-            let merge = merge.clone();
-            WindowAggregate::open_sessions(
-                ctx,
-                windows.clone(),
-                init.clone(),
-                fold.clone(),
-                move |a, b| merge(a, b),
-            )
-        })
-    }
-
-    fn session_count(self, name: &str, windows: Windows<K, V, Session>) -> Stream<Windowed<K>, u64>
-    where
-        K: Serialize + DeserializeOwned + Clone,
-        V: Clone,
-    {
-        self.session_aggregate(name, windows, || 0u64, |n, _| n + 1, |a, b| a + b)
+impl<K: Send + 'static, A: Send + 'static> StreamExt<K, A> for Aggregated<K, A> {
+    fn into_stream(self) -> Stream<K, A> {
+        (self.finish)(self.emit)
     }
 }

@@ -97,6 +97,8 @@ impl Fixture {
     pub fn count_pipeline(&self) -> Pipeline {
         Pipeline::from_topic_with_key(&self.input, Serde::string(), Serde::string())
             .count("count")
+            // One output per record: the checks below see every count 1, 2, ..., n.
+            .emit_every_update()
             .to_topic(&self.output, Serde::string(), Serde::json::<u64>())
     }
 
