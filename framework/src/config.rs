@@ -146,6 +146,9 @@ pub struct Config {
     /// Streams' `statestore.cache.max.bytes`; 0..=17_179_869_184). The cache folds a key's
     /// updates within a commit cycle into one output and one changelog record.
     pub cache_max_bytes: u64,
+    /// Bytes of the local state store's page cache, per worker (sled's `cache_capacity`;
+    /// default 64 MiB instead of sled's 1 GiB; 1_048_576..=68_719_476_736).
+    pub state_store_cache_bytes: u64,
     /// How often the records of a repartition hop that are committed get deleted from it
     /// (DeleteRecords), in ms (default 30_000, as Kafka Streams; 100..=86_400_000).
     pub repartition_purge_interval_ms: u64,
@@ -177,6 +180,7 @@ impl Default for Config {
             max_retries: 5,
             internal_replication_factor: None,
             cache_max_bytes: 10 * 1024 * 1024,
+            state_store_cache_bytes: 64 * 1024 * 1024,
             repartition_purge_interval_ms: 30_000,
             kafka: BTreeMap::new(),
             kafka_consumer: BTreeMap::new(),
@@ -233,6 +237,7 @@ impl fmt::Debug for Config {
                 &self.internal_replication_factor,
             )
             .field("cache_max_bytes", &self.cache_max_bytes)
+            .field("state_store_cache_bytes", &self.state_store_cache_bytes)
             .field(
                 "repartition_purge_interval_ms",
                 &self.repartition_purge_interval_ms,
@@ -318,6 +323,12 @@ impl Config {
     /// record is flushed at once).
     pub fn with_cache_max_bytes(mut self, bytes: u64) -> Self {
         self.cache_max_bytes = bytes;
+        self
+    }
+
+    /// Sets the bytes of the local state store's page cache (per worker).
+    pub fn with_state_store_cache_bytes(mut self, bytes: u64) -> Self {
+        self.state_store_cache_bytes = bytes;
         self
     }
 
@@ -413,6 +424,7 @@ impl Config {
                     self.internal_replication_factor = Some(num(&key, &v)?)
                 }
                 "CACHE_MAX_BYTES" => self.cache_max_bytes = num(&key, &v)?,
+                "STATE_STORE_CACHE_BYTES" => self.state_store_cache_bytes = num(&key, &v)?,
                 "REPARTITION_PURGE_INTERVAL_MS" => {
                     self.repartition_purge_interval_ms = num(&key, &v)?
                 }
@@ -525,6 +537,12 @@ impl Config {
             self.cache_max_bytes,
             0,
             16 * 1024 * 1024 * 1024,
+        )?;
+        range(
+            "state_store_cache_bytes",
+            self.state_store_cache_bytes,
+            1024 * 1024,
+            64 * 1024 * 1024 * 1024,
         )?;
         range(
             "repartition_purge_interval_ms",

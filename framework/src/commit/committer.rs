@@ -119,6 +119,12 @@ impl<T: Transactions> Committer<T> {
             && (self.records >= self.max_records || self.cycle_started.elapsed() >= self.interval)
     }
 
+    /// Whether the open cycle has reached `commit_max_records` (no clock read: the poll
+    /// loop calls this after each record, and [`due`](Self::due) only now and then).
+    pub(crate) fn full(&self) -> bool {
+        self.records >= self.max_records
+    }
+
     /// How long the worker may wait for records before the open cycle is due.
     pub(crate) fn time_to_due(&self) -> Duration {
         if self.records == 0 {

@@ -289,7 +289,8 @@ pub trait Operator<K, V>: Send + 'static {
         Ok(())
     }
 
-    /// Called before each commit: emit what must be part of this transaction.
+    /// Called before each commit of a cycle in which this task processed records: emit what
+    /// must be part of this transaction.
     ///
     /// # Errors
     /// As for `process`; the cycle is aborted.
@@ -302,7 +303,8 @@ pub trait Operator<K, V>: Send + 'static {
         Ok(())
     }
 
-    /// Called after the transaction that holds everything since the last barrier committed.
+    /// Called after the transaction that holds everything since the last barrier committed
+    /// (for the tasks whose barrier ran).
     ///
     /// # Errors
     /// As for `process`.

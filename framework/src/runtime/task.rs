@@ -41,10 +41,12 @@ impl State for Tasks {
     }
 
     fn committed(&mut self) -> Result<()> {
+        // Tasks without records in the cycle have nothing to apply or checkpoint.
         for task in self.values_mut() {
-            task.cycle_start = None;
-            task.committed = task.next_offset;
-            task.chain.commit(task.next_offset)?;
+            if task.cycle_start.take().is_some() {
+                task.committed = task.next_offset;
+                task.chain.commit(task.next_offset)?;
+            }
         }
         Ok(())
     }

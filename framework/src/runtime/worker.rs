@@ -651,6 +651,10 @@ pub(crate) fn run_worker(
     result
 }
 
+/// Records between two clock reads of a busy poll loop: a cycle ends at most this many
+/// records after its interval, and the per-record path reads no clock.
+const RECORDS_PER_CLOCK_READ: u32 = 64;
+
 fn poll_loop(
     consumer: &BaseConsumer<WorkerContext>,
     state: &Mutex<Option<WorkerState>>,
@@ -658,6 +662,9 @@ fn poll_loop(
     interval: Duration,
 ) -> Result<()> {
     let max_wait = interval.min(Duration::from_millis(100));
+    let mut wait = max_wait;
+    // Records since the clock was last read (0: read it now).
+    let mut since_clock = 0u32;
     loop {
         {
             let mut guard = lock(state);
@@ -673,33 +680,38 @@ fn poll_loop(
                     Err(e) => Err(st.fail(e, consumer)),
                 };
             }
-            if st.committer.due() {
+            let read_clock = since_clock == 0;
+            let due = if read_clock {
+                st.committer.due()
+            } else {
+                st.committer.full()
+            };
+            if due {
                 if let Err(e) = st.commit(consumer) {
                     return Err(st.fail(e, consumer));
                 }
             }
+            if read_clock || due {
+                // A busy loop's poll returns at once; the wait matters once input stops.
+                wait = st.committer.time_to_due().min(max_wait);
+            }
         }
-        let wait = {
-            let guard = lock(state);
-            guard
-                .as_ref()
-                .map(|s| s.committer.time_to_due())
-                .unwrap_or(max_wait)
-        }
-        .min(max_wait);
         match consumer.poll(wait) {
             None => {
+                since_clock = 0;
                 // Idle: housekeeping that a busy worker does after its commits.
                 if let Some(st) = lock(state).as_mut() {
                     st.purge_committed();
                 }
             }
             Some(Ok(m)) => {
+                since_clock = (since_clock + 1) % RECORDS_PER_CLOCK_READ;
                 let mut guard = lock(state);
                 let Some(st) = guard.as_mut() else {
                     return Ok(());
                 };
                 if let Err(e) = st.process(&m, consumer) {
+                    since_clock = 0;
                     if let Err(e) = st.record_failed(e, consumer) {
                         return Err(st.fail(e, consumer));
                     }

@@ -31,6 +31,9 @@ pub(crate) struct StateManager {
     ensured: Mutex<HashMap<String, Duration>>,
     /// Reads watermarks `read_uncommitted`: the real end of a log, not its stable offset.
     watermarks: OnceLock<BaseConsumer>,
+    /// The worker's one restore consumer (created on first use, kept connected): each
+    /// restore assigns it the changelog partition it replays.
+    restorer: Mutex<Option<BaseConsumer>>,
 }
 
 impl StateManager {
@@ -55,6 +58,7 @@ impl StateManager {
             db: OnceLock::new(),
             ensured: Mutex::new(HashMap::new()),
             watermarks: OnceLock::new(),
+            restorer: Mutex::new(None),
         }
     }
 
@@ -62,16 +66,21 @@ impl StateManager {
         if let Some(db) = self.db.get() {
             return Ok(db);
         }
-        let db = store::open(&self.store_dir)?;
+        let db = store::open(&self.store_dir, self.config.state_store_cache_bytes)?;
         Ok(self.db.get_or_init(|| db))
     }
 
-    /// Makes the cycle's applied batches durable (one fsync per cycle for all tasks), so a
-    /// crash restores from this cycle and replays at most the cycles committed after it.
+    /// Without a changelog: makes the cycle's applied batches durable (one fsync per cycle
+    /// for all tasks), since nothing could rebuild a lost one. With a changelog it does
+    /// nothing: sled writes in the background (every 200 ms), and a batch lost in a crash
+    /// only leaves an older checkpoint, from which the changelog replays.
     ///
     /// # Errors
     /// [`Error::State`] when sled cannot flush.
     pub(crate) fn flush(&self) -> Result<()> {
+        if self.config.state_changelog {
+            return Ok(());
+        }
         if let Some(db) = self.db.get() {
             db.flush().map_err(|e| Error::State {
                 op: "flush",
@@ -117,6 +126,32 @@ impl StateManager {
         client
             .fetch_watermarks(topic, partition, Duration::from_secs(30))
             .map_err(|e| Error::kafka(KafkaOp::Metadata, e))
+    }
+
+    /// Runs `f` with the worker's restore consumer (`read_committed`, large fetches,
+    /// `auto.offset.reset=error`, partition EOF events; no group membership, no commits).
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when the consumer cannot be created.
+    pub(crate) fn with_restore_consumer<T>(&self, f: impl FnOnce(&BaseConsumer) -> T) -> Result<T> {
+        let mut guard = self.restorer.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let c: BaseConsumer = self
+                .config
+                .client_config(true)
+                .set("group.id", format!("{}-restore", self.config.application_id))
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .set("auto.offset.reset", "error")
+                .set("enable.partition.eof", "true")
+                .set("max.partition.fetch.bytes", "16777216")
+                .set("fetch.max.bytes", "67108864")
+                .set("queued.max.messages.kbytes", "131072")
+                .create()
+                .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
+            *guard = Some(c);
+        }
+        Ok(f(guard.as_ref().expect("created above")))
     }
 
     /// Opens (creating and restoring as needed) one state of one task whose input resumes

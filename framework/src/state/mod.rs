@@ -57,7 +57,7 @@ fn open_existing(state_dir: &Path, application_id: &str) -> Result<Vec<sled::Db>
         .into_iter()
         .map(|d| d.join(STORE_DIR))
         .filter(|d| d.exists())
-        .map(|d| store::open(&d))
+        .map(|d| store::open(&d, 1024 * 1024))
         .collect()
 }
 

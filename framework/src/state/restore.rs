@@ -92,9 +92,10 @@ pub(crate) fn plan(
 /// Replay reads `read_committed` up to the partition's high watermark taken at the start —
 /// so it waits for a previous owner's open transaction to end (at most its transaction
 /// timeout) and never stops at a stable offset that has not caught up with a just-committed
-/// cycle — and writes the records and the new checkpoint in one batch. The restore
-/// consumer uses `auto.offset.reset=error`: a start that is no longer in the log clears the
-/// store and replays from the log start, it never silently skips to the end.
+/// cycle — streams the records into the store in chunks, then writes the new checkpoint.
+/// The worker's restore consumer uses `auto.offset.reset=error`: a start that is no longer
+/// in the log clears the store and replays from the log start, it never silently skips to
+/// the end.
 ///
 /// # Errors
 /// [`Error::State`] when the store fails or the changelog cannot be read to its end within
@@ -135,19 +136,19 @@ pub(crate) fn restore(
             low
         }
     };
-    let (overlay, replayed) = match replay(env, topic, partition, from, high) {
-        Ok(done) => done,
+    let replayed = match replay(env, tree, topic, partition, from, high) {
+        Ok(read) => read,
         Err(Replayed::OutOfRange) => {
             let (low, _) = env.watermarks(topic, partition)?;
             tracing::warn!(topic, partition, from, low, "the changelog no longer holds the replay's start: local state cleared, rebuilding it from the log start");
             clear(tree)?;
             from = low;
-            replay(env, topic, partition, low, high).map_err(Replayed::into_error)?
+            replay(env, tree, topic, partition, low, high).map_err(Replayed::into_error)?
         }
         Err(other) => return Err(other.into_error()),
     };
     let cp = Checkpoint::now(start_offset, high.max(from));
-    PreparedBatch::new(overlay.into_iter().collect(), cp)?.apply(tree)?;
+    PreparedBatch::new(HashMap::new(), cp)?.apply(tree)?;
     let took = started.elapsed();
     env.stats.restored(replayed, took);
     tracing::info!(
@@ -169,9 +170,6 @@ fn clear(tree: &sled::Tree) -> Result<()> {
     })
 }
 
-/// Encoded key → its last value (`None`: a tombstone).
-type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
-
 /// Why a replay did not reach its end.
 enum Replayed {
     /// The start offset is not in the log (any more).
@@ -191,44 +189,62 @@ impl Replayed {
     }
 }
 
-/// Reads `topic/partition` `read_committed` from `from` until its position reaches `high`;
-/// returns the last value of every key (`None`: a tombstone) and how many records it read.
+/// How long one restore poll waits for records: short, since the end is found by position
+/// (a trailing commit marker delivers no record).
+const RESTORE_POLL: Duration = Duration::from_millis(10);
+
+/// Reads `topic/partition` `read_committed` from `from` until its position reaches `high`,
+/// with the worker's restore consumer, streaming each record into `tree` (a tombstone
+/// deletes its key); returns how many records it read.
 fn replay(
     env: &StateManager,
+    tree: &sled::Tree,
     topic: &str,
     partition: i32,
     from: i64,
     high: i64,
-) -> std::result::Result<(Overlay, u64), Replayed> {
-    let mut overlay = Overlay::new();
+) -> std::result::Result<u64, Replayed> {
     if high <= from {
-        return Ok((overlay, 0));
+        return Ok(0);
     }
-    let failed = |op, e| Replayed::Failed(Error::kafka(op, e));
-    let consumer: BaseConsumer = env
-        .config
-        .client_config(true)
-        .set("group.id", format!("{}-restore", env.config.application_id))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "error")
-        .create()
-        .map_err(|e| failed(KafkaOp::CreateClient, e))?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
-        .map_err(|e| failed(KafkaOp::Seek, e))?;
-    consumer
-        .assign(&tpl)
-        .map_err(|e| failed(KafkaOp::Seek, e))?;
+    let replayed = env
+        .with_restore_consumer(|consumer| {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+                .and_then(|()| consumer.assign(&tpl))
+                .map_err(|e| Replayed::Failed(Error::kafka(KafkaOp::Seek, e)))?;
+            let read = read_to(env, consumer, tree, topic, partition, high);
+            // The consumer stays connected for the next restore; it keeps no assignment.
+            let _ = consumer.unassign();
+            read
+        })
+        .map_err(Replayed::Failed)?;
+    replayed
+}
+
+/// The loop of [`replay`], on an assigned restore consumer.
+fn read_to(
+    env: &StateManager,
+    consumer: &BaseConsumer,
+    tree: &sled::Tree,
+    topic: &str,
+    partition: i32,
+    high: i64,
+) -> std::result::Result<u64, Replayed> {
     let deadline =
         Duration::from_millis(2 * env.config.transaction_timeout_ms) + Duration::from_secs(60);
     let started = Instant::now();
+    let mut writer = store::RestoreWriter::new(tree);
     let mut read = 0u64;
     loop {
-        match consumer.poll(Duration::from_millis(100)) {
+        match consumer.poll(RESTORE_POLL) {
+            Some(Ok(m)) if m.partition() != partition || m.topic() != topic => {
+                // Left over from an earlier assignment of the shared consumer.
+                continue;
+            }
             Some(Ok(m)) => {
                 if let Some(k) = m.key() {
-                    overlay.insert(k.to_vec(), m.payload().map(<[u8]>::to_vec));
+                    writer.put(k, m.payload()).map_err(Replayed::Failed)?;
                 }
                 read += 1;
                 if read.is_multiple_of(100_000) {
@@ -241,13 +257,17 @@ fn replay(
                         "restoring"
                     );
                 }
-                if m.offset() + 1 < high && !read.is_multiple_of(1_000) {
-                    // Positions are checked only now and then: it is a costly call.
+                if m.offset() + 1 >= high {
+                    break;
+                }
+                if !read.is_multiple_of(10_000) {
                     continue;
                 }
             }
+            // The fetch reached the stable end: check the position at once.
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) if is_out_of_range(&e) => return Err(Replayed::OutOfRange),
-            Some(Err(e)) => return Err(failed(KafkaOp::Poll, e)),
+            Some(Err(e)) => return Err(Replayed::Failed(Error::kafka(KafkaOp::Poll, e))),
             None => {}
         }
         let position = consumer
@@ -255,7 +275,7 @@ fn replay(
             .ok()
             .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()));
         if matches!(position, Some(Offset::Offset(o)) if o >= high) {
-            return Ok((overlay, read));
+            break;
         }
         if started.elapsed() > deadline {
             return Err(Replayed::Failed(Error::State {
@@ -267,6 +287,8 @@ fn replay(
             }));
         }
     }
+    writer.flush().map_err(Replayed::Failed)?;
+    Ok(read)
 }
 
 /// Whether a consumer error says the fetch position is not in the log

@@ -69,14 +69,15 @@ fn sled_error(op: &'static str) -> impl Fn(sled::Error) -> Error {
     }
 }
 
-/// Opens the worker's state database under `dir`.
+/// Opens the worker's state database under `dir`, with a page cache of `cache_bytes`.
 ///
 /// # Errors
 /// [`Error::State`] when the directory cannot be opened (for example another worker holds
 /// it: give each worker its own `state_dir`).
-pub(crate) fn open(dir: &std::path::Path) -> Result<sled::Db> {
+pub(crate) fn open(dir: &std::path::Path, cache_bytes: u64) -> Result<sled::Db> {
     sled::Config::new()
         .path(dir)
+        .cache_capacity(cache_bytes)
         .flush_every_ms(Some(200))
         .open()
         .map_err(|e| Error::State {
@@ -183,6 +184,59 @@ impl PreparedBatch {
     }
 }
 
+/// Writes a restore's records into a tree in chunks (no checkpoint: the restore writes it
+/// last, so a crash in between leaves the old checkpoint, and a restart replays again —
+/// replaying a key's records in order again is harmless).
+pub(crate) struct RestoreWriter<'t> {
+    tree: &'t sled::Tree,
+    batch: sled::Batch,
+    pending_bytes: usize,
+}
+
+/// Bytes of keys and values a [`RestoreWriter`] buffers before it applies a chunk.
+const RESTORE_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+impl<'t> RestoreWriter<'t> {
+    /// A writer into `tree`.
+    pub(crate) fn new(tree: &'t sled::Tree) -> Self {
+        RestoreWriter {
+            tree,
+            batch: sled::Batch::default(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Puts one changelog record: a value, or `None` (a tombstone) to delete the key.
+    ///
+    /// # Errors
+    /// [`Error::State`] when a full chunk cannot be applied.
+    pub(crate) fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.pending_bytes += key.len() + value.map_or(0, <[u8]>::len) + 16;
+        match value {
+            Some(v) => self.batch.insert(data_key(key), v),
+            None => self.batch.remove(data_key(key)),
+        }
+        if self.pending_bytes >= RESTORE_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Applies what is buffered.
+    ///
+    /// # Errors
+    /// [`Error::State`] when sled fails.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.pending_bytes > 0 {
+            self.tree
+                .apply_batch(std::mem::take(&mut self.batch))
+                .map_err(sled_error("apply restore batch"))?;
+            self.pending_bytes = 0;
+        }
+        Ok(())
+    }
+}
+
 /// The tree name of one state of one task.
 pub(crate) fn tree_name(operator: &str, state: &str, topic: &str, partition: i32) -> String {
     format!("{operator}/{state}/{topic}/{partition}")
@@ -195,7 +249,7 @@ mod tests {
     #[test]
     fn batch_and_checkpoint_apply_together() {
         let dir = std::env::temp_dir().join(format!("exactly-store-test-{}", std::process::id()));
-        let db = open(&dir).unwrap();
+        let db = open(&dir, 1024 * 1024).unwrap();
         let tree = db.open_tree("t").unwrap();
         assert_eq!(checkpoint(&tree).unwrap(), None);
         let mut overlay = HashMap::new();
