@@ -25,6 +25,12 @@
 
 #![warn(missing_docs)]
 
+/// The global allocator of every binary that uses this crate with its default `mimalloc`
+/// feature (see the feature's note in `Cargo.toml`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use exactly_framework as framework;
 pub use exactly_operators as operators;
 
