@@ -155,11 +155,12 @@ async fn demo(args: &Args, brokers: &str) -> anyhow::Result<()> {
     want.sort();
     got.sort();
     println!(
-        "copied {} records in {:.2} s ({:.0} records/s, {} transactions, {} aborted)",
+        "copied {} records in {:.2} s ({:.0} records/s, {} transactions taking {:.2} s to commit, {} aborted)",
         copied.len(),
         elapsed.as_secs_f64(),
         copied.len() as f64 / elapsed.as_secs_f64(),
         stats.commits,
+        stats.commit_time.as_secs_f64(),
         stats.aborts
     );
     testkit::delete_topic(brokers, &[&input, &output])?;

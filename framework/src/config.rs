@@ -189,6 +189,11 @@ impl Default for Config {
     }
 }
 
+/// The `fetch.queue.backoff.ms` of the runtime's consumers, in ms: how long librdkafka waits
+/// before it fetches again once its local queue holds `queued.min.messages` (its default,
+/// 1000 ms, idles a fast worker most of the time).
+pub(crate) const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password") || k.contains("secret") || k.contains("jaas") || k.contains("token")

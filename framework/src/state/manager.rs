@@ -147,6 +147,10 @@ impl StateManager {
                 .set("max.partition.fetch.bytes", "16777216")
                 .set("fetch.max.bytes", "67108864")
                 .set("queued.max.messages.kbytes", "131072")
+                .set(
+                    "fetch.queue.backoff.ms",
+                    crate::config::FETCH_QUEUE_BACKOFF_MS,
+                )
                 .create()
                 .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))?;
             *guard = Some(c);
