@@ -50,7 +50,10 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
         // queued.min.messages; one fetch of small records does that, and a worker that
         // drains the queue in 200 ms then idles 800 ms. Measured: the copy ran at a third
         // of its speed.
-        c.set("fetch.queue.backoff.ms", crate::config::FETCH_QUEUE_BACKOFF_MS);
+        c.set(
+            "fetch.queue.backoff.ms",
+            crate::config::FETCH_QUEUE_BACKOFF_MS,
+        );
     }
     if !config.kafka.contains_key("statistics.interval.ms")
         && !config.kafka_consumer.contains_key("statistics.interval.ms")

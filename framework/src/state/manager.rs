@@ -139,7 +139,10 @@ impl StateManager {
             let c: BaseConsumer = self
                 .config
                 .client_config(true)
-                .set("group.id", format!("{}-restore", self.config.application_id))
+                .set(
+                    "group.id",
+                    format!("{}-restore", self.config.application_id),
+                )
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")
                 .set("auto.offset.reset", "error")

@@ -207,19 +207,17 @@ fn replay(
     if high <= from {
         return Ok(0);
     }
-    let replayed = env
-        .with_restore_consumer(|consumer| {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, partition, Offset::Offset(from))
-                .and_then(|()| consumer.assign(&tpl))
-                .map_err(|e| Replayed::Failed(Error::kafka(KafkaOp::Seek, e)))?;
-            let read = read_to(env, consumer, tree, topic, partition, high);
-            // The consumer stays connected for the next restore; it keeps no assignment.
-            let _ = consumer.unassign();
-            read
-        })
-        .map_err(Replayed::Failed)?;
-    replayed
+    env.with_restore_consumer(|consumer| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+            .and_then(|()| consumer.assign(&tpl))
+            .map_err(|e| Replayed::Failed(Error::kafka(KafkaOp::Seek, e)))?;
+        let read = read_to(env, consumer, tree, topic, partition, high);
+        // The consumer stays connected for the next restore; it keeps no assignment.
+        let _ = consumer.unassign();
+        read
+    })
+    .map_err(Replayed::Failed)?
 }
 
 /// The loop of [`replay`], on an assigned restore consumer.
