@@ -25,8 +25,8 @@
 
 #![warn(missing_docs)]
 
-/// The global allocator of every binary that uses this crate with its default `mimalloc`
-/// feature (see the feature's note in `Cargo.toml`).
+/// The global allocator of every binary that uses this crate with its `mimalloc` feature
+/// (see the feature's note in `Cargo.toml`).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
