@@ -1,6 +1,7 @@
 //! A zombie worker: stalled inside an operator past `max.poll.interval.ms`, its partitions
-//! move to another worker. When it wakes it must not commit: it is fenced, stops with a
-//! clear error, and the output stays exact.
+//! move to another worker. When it wakes it must not commit: it is fenced, recovers in place
+//! (a new producer and consumer, a rejoin) — or, with `max_recoveries = 0`, stops with a
+//! clear error — and the output stays exact.
 
 mod common;
 
@@ -41,8 +42,10 @@ impl Operator<Raw, Raw> for Staller {
     }
 }
 
-#[test]
-fn a_stalled_worker_is_fenced_and_the_output_stays_exact() {
+/// The zombie's run: its stall, a successor that takes over, and the output.
+fn stalled_zombie(
+    max_recoveries: u32,
+) -> std::result::Result<exactly::framework::StatsSnapshot, Error> {
     init_tracing();
     let b = brokers();
     let input = new_topic(&b, "zombie-in", 2);
@@ -74,7 +77,7 @@ fn a_stalled_worker_is_fenced_and_the_output_stays_exact() {
         .with_commit_max_records(1_000_000)
         .with_commit_interval(Duration::from_millis(200))
         .with_consumer_property("heartbeat.interval.ms", "500");
-    let runtime = Runtime::new(config);
+    let runtime = Runtime::new(config.clone().with_max_recoveries(max_recoveries));
     let zombie = runtime.spawn(pipeline.clone()).unwrap();
 
     // Wait for the stall, then start the worker that takes over.
@@ -86,24 +89,60 @@ fn a_stalled_worker_is_fenced_and_the_output_stays_exact() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let successor = runtime.spawn(pipeline).unwrap();
+    let successor = Runtime::new(config).spawn(pipeline).unwrap();
 
-    let result = zombie.join();
-    let err = result.expect_err("the zombie must not finish normally");
+    let zombie_end = if max_recoveries == 0 {
+        zombie
+            .join()
+            .map(|()| panic!("the zombie must not finish normally"))
+    } else {
+        // It wakes, is refused, and starts again as a new member.
+        let t0 = Instant::now();
+        while zombie.stats().recoveries == 0 {
+            assert!(
+                !zombie.is_finished(),
+                "the zombie stopped instead of recovering"
+            );
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the zombie did not recover: {:?}",
+                zombie.stats()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(zombie)
+    };
+    wait_until_committed(&b, &group, &input, Duration::from_secs(60));
+    successor.stop();
+    successor.join().unwrap();
+    let zombie_end = zombie_end.map(|zombie| {
+        let stats = zombie.stats();
+        zombie.stop();
+        zombie.join().expect("the recovered zombie stops cleanly");
+        stats
+    });
+    let report = compare_copy(&b, &input, &output);
+    assert_eq!(report.input, 1001);
+    assert!(report.is_exact(), "{report:?}");
+    delete_topic(&b, &[&input, &output]).unwrap();
+    zombie_end
+}
+
+#[test]
+fn a_stalled_worker_is_fenced_recovers_in_place_and_the_output_stays_exact() {
+    let stats = stalled_zombie(10).expect("the zombie recovers");
+    assert!(stats.recoveries >= 1, "{stats:?}");
+}
+
+#[test]
+fn with_max_recoveries_0_a_stalled_worker_stops_fenced_and_the_output_stays_exact() {
+    let err = stalled_zombie(0).expect_err("the zombie stops");
     eprintln!("zombie stopped with: {err}");
     assert!(
         matches!(err, Error::Fenced { .. }),
         "expected a fencing error, got {err:?}"
     );
     assert!(err.to_string().contains("fenced"), "{err}");
-
-    wait_until_committed(&b, &group, &input, Duration::from_secs(60));
-    successor.stop();
-    successor.join().unwrap();
-    let report = compare_copy(&b, &input, &output);
-    assert_eq!(report.input, 1001);
-    assert!(report.is_exact(), "{report:?}");
-    delete_topic(&b, &[&input, &output]).unwrap();
 }
 
 /// A copier process without static membership.

@@ -138,6 +138,12 @@ pub struct Config {
     pub kafka_call_timeout_ms: u64,
     /// How many times a retriable error is retried before the cycle is aborted (default 5).
     pub max_retries: u32,
+    /// How many times in a row (without a commit in between) a worker recovers in place
+    /// from an error a restart fixes — fencing, a transaction the coordinator timed out, a
+    /// commit of unknown outcome, a broker that stayed away — before it stops with that
+    /// error (default 10; 0: never, stop at the first; 0..=1_000_000). See
+    /// [`Error::recovery_cause`](crate::Error::recovery_cause).
+    pub max_recoveries: u32,
     /// Replication factor of the internal topics (changelogs, repartition hops) the runtime
     /// creates (default: min(3, the cluster's broker count); 1..=32767).
     pub internal_replication_factor: Option<i16>,
@@ -178,6 +184,7 @@ impl Default for Config {
             transaction_timeout_ms: 10_000,
             kafka_call_timeout_ms: 30_000,
             max_retries: 5,
+            max_recoveries: 10,
             internal_replication_factor: None,
             cache_max_bytes: 10 * 1024 * 1024,
             state_store_cache_bytes: 64 * 1024 * 1024,
@@ -237,6 +244,7 @@ impl fmt::Debug for Config {
             .field("transaction_timeout_ms", &self.transaction_timeout_ms)
             .field("kafka_call_timeout_ms", &self.kafka_call_timeout_ms)
             .field("max_retries", &self.max_retries)
+            .field("max_recoveries", &self.max_recoveries)
             .field(
                 "internal_replication_factor",
                 &self.internal_replication_factor,
@@ -309,6 +317,12 @@ impl Config {
     /// Sets the max poll interval.
     pub fn with_max_poll_interval(mut self, interval: Duration) -> Self {
         self.max_poll_interval_ms = interval.as_millis() as u64;
+        self
+    }
+
+    /// Sets how many times in a row a worker recovers in place before it stops (0: never).
+    pub fn with_max_recoveries(mut self, recoveries: u32) -> Self {
+        self.max_recoveries = recoveries;
         self
     }
 
@@ -425,6 +439,7 @@ impl Config {
                 "TRANSACTION_TIMEOUT_MS" => self.transaction_timeout_ms = num(&key, &v)?,
                 "KAFKA_CALL_TIMEOUT_MS" => self.kafka_call_timeout_ms = num(&key, &v)?,
                 "MAX_RETRIES" => self.max_retries = num(&key, &v)?,
+                "MAX_RECOVERIES" => self.max_recoveries = num(&key, &v)?,
                 "INTERNAL_REPLICATION_FACTOR" => {
                     self.internal_replication_factor = Some(num(&key, &v)?)
                 }
@@ -525,6 +540,12 @@ impl Config {
             600_000,
         )?;
         range("max_retries", u64::from(self.max_retries), 0, 1_000)?;
+        range(
+            "max_recoveries",
+            u64::from(self.max_recoveries),
+            0,
+            1_000_000,
+        )?;
         if self.max_poll_interval_ms < self.session_timeout_ms {
             return Err(Error::config(
                 "max_poll_interval_ms",

@@ -144,7 +144,7 @@ pub enum Error {
     },
     /// Another instance took over this worker's partitions or transactional id: this
     /// instance can no longer commit and stops (a "zombie").
-    #[error("this worker was fenced during {op}: {reason}; it stops without committing (its open transaction is aborted). Another worker owns its partitions now; restart it to rejoin the group")]
+    #[error("this worker was fenced during {op}: {reason}; nothing of its open transaction is committed. Another worker may own its partitions now: the worker starts again with a new producer and rejoins the group (exactly_recoveries_total), unless max_recoveries is spent")]
     Fenced {
         /// The operation that discovered it.
         op: KafkaOp,
@@ -201,7 +201,7 @@ pub enum Error {
     /// transaction may or may not be committed. The worker stops without another
     /// transactional call (an abort now could conflict with the commit still in flight);
     /// on restart the group's committed offsets and the state restore decide.
-    #[error("commit_transaction did not complete after {attempts} attempts ({last}); its outcome is unknown, so this worker stops without aborting and without using its producer again. A restart resumes from the group's committed offsets")]
+    #[error("commit_transaction did not complete after {attempts} attempts ({last}); its outcome is unknown, so this producer is not used again (no abort either): the worker starts again with a new one, which fences what is left of the old transaction, and resumes from the group's committed offsets")]
     CommitOutcomeUnknown {
         /// Calls made.
         attempts: u32,
@@ -248,6 +248,15 @@ pub enum Error {
         /// The partition's high watermark now.
         end: i64,
     },
+    /// Every cycle of a row of `max_retries + 1` was aborted: the worker does not go on
+    /// replaying the same input (it recovers in place, see [`Error::recovery_cause`]).
+    #[error("{aborts} cycles in a row were aborted; last error: {last}")]
+    AbortedInARow {
+        /// Cycles aborted in a row.
+        aborts: u32,
+        /// The last abort's error.
+        last: String,
+    },
     /// The worker thread stopped unexpectedly.
     #[error("worker stopped unexpectedly: {0}")]
     Worker(String),
@@ -275,6 +284,25 @@ impl Error {
         }
     }
 
+    /// Whether a worker that stopped on this error gets past it by starting again in place
+    /// — its open cycle dropped, a new transactional producer (`init_transactions` fences
+    /// what the old one left), a new consumer that rejoins the group, state restored from
+    /// the committed offsets — as Kafka Streams does with a "task migrated". `Some(cause)`:
+    /// yes, `cause` labels `exactly_recoveries_total`. `None`: a restart cannot fix it (bad
+    /// configuration or input, a missing or truncated topic, authorization, a panic, a
+    /// duplicate static id, a broken state store): the worker stops and says what to do.
+    pub fn recovery_cause(&self) -> Option<&'static str> {
+        match self {
+            Error::Fenced { .. } => Some("fenced"),
+            Error::TransactionTimedOut { .. } => Some("transaction_timed_out"),
+            Error::CommitOutcomeUnknown { .. } => Some("commit_outcome_unknown"),
+            Error::MembershipLost { .. } => Some("membership_lost"),
+            Error::AbortedInARow { .. } => Some("aborts_in_a_row"),
+            Error::Kafka { source, .. } if !is_permanent(source) => Some("kafka"),
+            _ => None,
+        }
+    }
+
     /// What the caller must do: retry, abort the transaction, or stop.
     pub fn action(&self) -> Action {
         match self {
@@ -289,6 +317,7 @@ impl Error {
             | Error::Config { .. }
             | Error::MissingTopic { .. }
             | Error::Unreachable { .. }
+            | Error::AbortedInARow { .. }
             | Error::Worker(_) => Action::Fatal,
             // A record that cannot be processed is not made processable by an abort; the
             // runtime stops so that nothing after it is committed (nothing is lost).
@@ -314,6 +343,32 @@ fn is_fencing_code(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::FencedInstanceId
             | RDKafkaErrorCode::UnknownMemberId
     )
+}
+
+/// Kafka errors that a new producer and consumer meet again: configuration, authorization,
+/// a topic that does not exist.
+fn is_permanent(source: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    match source {
+        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => true,
+        e => matches!(
+            e.rdkafka_error_code(),
+            Some(
+                C::TopicAuthorizationFailed
+                    | C::GroupAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::TransactionalIdAuthorizationFailed
+                    | C::SaslAuthenticationFailed
+                    | C::Authentication
+                    | C::InvalidConfig
+                    | C::UnknownTopicOrPartition
+                    | C::UnknownTopic
+                    | C::UnknownPartition
+                    | C::InvalidTransactionTimeout
+                    | C::UnsupportedVersion
+            )
+        ),
+    }
 }
 
 fn kafka_action(op: KafkaOp, source: &KafkaError) -> Action {
@@ -357,6 +412,40 @@ mod tests {
         );
         assert!(matches!(e, Error::Fenced { .. }), "{e:?}");
         assert_eq!(e.action(), Action::Fatal);
+    }
+
+    #[test]
+    fn what_a_restart_fixes_is_recovered_from_and_nothing_else() {
+        let fenced = Error::kafka(
+            KafkaOp::CommitTransaction,
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::ProducerFenced),
+        );
+        assert_eq!(fenced.recovery_cause(), Some("fenced"));
+        let transport = Error::Kafka {
+            op: KafkaOp::FetchCommitted,
+            source: KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown),
+        };
+        assert_eq!(transport.recovery_cause(), Some("kafka"));
+        let aborts = Error::AbortedInARow {
+            aborts: 6,
+            last: "x".into(),
+        };
+        assert_eq!(aborts.recovery_cause(), Some("aborts_in_a_row"));
+        let denied = Error::Kafka {
+            op: KafkaOp::InitTransactions,
+            source: KafkaError::MetadataFetch(RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
+        };
+        for permanent in [
+            denied,
+            Error::config("brokers", "is required"),
+            Error::MissingTopic {
+                topic: "t".into(),
+                brokers: "b".into(),
+            },
+            Error::Worker("x".into()),
+        ] {
+            assert_eq!(permanent.recovery_cause(), None, "{permanent:?}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub struct Stats {
     pub(crate) restored_records: AtomicU64,
     pub(crate) restore_nanos: AtomicU64,
     pub(crate) duplicate_deliveries: AtomicU64,
+    pub(crate) recoveries: AtomicU64,
     /// `records_out` when the last cycle committed (for the committed-records counter).
     records_out_committed: AtomicU64,
 }
@@ -51,6 +52,9 @@ pub struct StatsSnapshot {
     pub restore_time: Duration,
     /// Messages the consumer delivered a second time, skipped (see docs/architecture.md).
     pub duplicate_deliveries_skipped: u64,
+    /// Times the worker recovered in place from an error a restart fixes (a new producer
+    /// and consumer, a rejoin; see docs/guarantees.md).
+    pub recoveries: u64,
 }
 
 impl Stats {
@@ -70,6 +74,7 @@ impl Stats {
             restored_records: get(&self.restored_records),
             restore_time: Duration::from_nanos(get(&self.restore_nanos)),
             duplicate_deliveries_skipped: get(&self.duplicate_deliveries),
+            recoveries: get(&self.recoveries),
         }
     }
 
@@ -107,6 +112,12 @@ impl Stats {
             .fetch_max(pause.as_nanos() as u64, Ordering::Relaxed);
         metrics::counter!(metric::REBALANCES).increment(1);
         metrics::histogram!(metric::REBALANCE_PAUSE).record(pause.as_secs_f64());
+    }
+
+    /// The worker recovers in place from an error of this `cause`.
+    pub(crate) fn recovered(&self, cause: &'static str) {
+        self.recoveries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(metric::RECOVERIES, "cause" => cause).increment(1);
     }
 
     /// `replayed` changelog records restored in `took`.

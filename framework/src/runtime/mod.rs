@@ -59,7 +59,7 @@ impl Runtime {
         let (config, s, st) = (self.config.clone(), stop.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name(format!("exactly-worker-{}", self.config.application_id))
-            .spawn(move || worker::run_worker(config, pipeline, instance, s, st))
+            .spawn(move || worker::supervise(config, pipeline, instance, s, st))
             .map_err(|e| Error::Worker(format!("cannot start the worker thread: {e}")))?;
         Ok(Worker {
             stop,

@@ -285,10 +285,10 @@ impl WorkerState {
     fn aborted(&mut self, err: Error) -> Result<()> {
         self.aborts_in_a_row += 1;
         if self.aborts_in_a_row > self.config.max_retries {
-            return Err(Error::Worker(format!(
-                "{} cycles in a row were aborted; giving up. Last error: {err}",
-                self.aborts_in_a_row
-            )));
+            return Err(Error::AbortedInARow {
+                aborts: self.aborts_in_a_row,
+                last: err.to_string(),
+            });
         }
         tracing::warn!(%err, in_a_row = self.aborts_in_a_row, "cycle aborted and input rewound; replaying");
         Ok(())
@@ -513,12 +513,84 @@ fn create_producer(
     Ok(Arc::new(WorkerProducer::new(producer, stats)))
 }
 
-/// Runs one worker until `stop` is set or a fatal error happens. `instance` (its locked
-/// directory and transactional id) is held until the worker has left the group.
-pub(crate) fn run_worker(
+/// The first back-off before a worker starts again in place; it doubles with each recovery
+/// in a row, up to [`MAX_RECOVERY_BACKOFF`].
+const RECOVERY_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_RECOVERY_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Runs one worker until `stop` is set or an error a restart cannot fix. After an error
+/// with a [`recovery_cause`](Error::recovery_cause) the worker starts again in place — a
+/// new producer, consumer and state manager, the same directory and transactional id —
+/// after a back-off, at most `max_recoveries` times in a row without a commit in between.
+/// `instance` (the locked directory) is held throughout.
+pub(crate) fn supervise(
     config: Config,
     pipeline: Pipeline,
     instance: Instance,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> Result<()> {
+    let mut in_a_row = 0u32;
+    let mut first = true;
+    loop {
+        let commits_before = stats.commits.load(Ordering::Relaxed);
+        let result = run_worker(
+            config.clone(),
+            pipeline.clone(),
+            &instance,
+            stop.clone(),
+            stats.clone(),
+        );
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        // A broker that is away at the first start is reported (a wrong address looks the
+        // same); once the worker has run, it is waited for.
+        let cause = err.recovery_cause().or_else(|| {
+            (!first && matches!(err, Error::Unreachable { .. })).then_some("broker_unavailable")
+        });
+        first = false;
+        let Some(cause) = cause else {
+            return Err(err);
+        };
+        if stop.load(Ordering::Relaxed) {
+            return Err(err);
+        }
+        if stats.commits.load(Ordering::Relaxed) > commits_before {
+            in_a_row = 0;
+        }
+        if in_a_row >= config.max_recoveries {
+            if config.max_recoveries > 0 {
+                tracing::error!(
+                    cause,
+                    recoveries = in_a_row,
+                    "recovered max_recoveries times in a row without committing: stopping"
+                );
+            }
+            return Err(err);
+        }
+        in_a_row += 1;
+        let backoff =
+            (RECOVERY_BACKOFF * 2u32.pow((in_a_row - 1).min(10))).min(MAX_RECOVERY_BACKOFF);
+        tracing::warn!(cause, error = %err, attempt = in_a_row, ?backoff, "recovering: the open cycle is dropped; starting again with a new producer and consumer");
+        stats.recovered(cause);
+        stats.partitions.store(0, Ordering::Relaxed);
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs one incarnation of a worker until `stop` is set or a fatal error happens.
+fn run_worker(
+    config: Config,
+    pipeline: Pipeline,
+    instance: &Instance,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) -> Result<()> {
@@ -645,9 +717,8 @@ pub(crate) fn run_worker(
     }
     match &result {
         Ok(()) => tracing::info!("worker stopped"),
-        Err(e) => tracing::error!(error = %e, "worker stopped on an error"),
+        Err(e) => tracing::warn!(error = %e, "worker stopped on an error"),
     }
-    drop(instance);
     result
 }
 
