@@ -77,6 +77,31 @@ fn a_missing_topic_is_named() {
 }
 
 #[test]
+fn a_missing_table_topic_is_named_at_start_even_without_input() {
+    let b = brokers();
+    let input = new_topic(&b, "missing-table-in", 1);
+    let output = new_topic(&b, "missing-table-out", 1);
+    let table = unique_name("no-such-table");
+    // An empty input: no task ever starts, so only the start-up check can notice.
+    let pipeline = Pipeline::from_topic(&input, Serde::string())
+        .join_table(
+            "join",
+            Table::topic(&table, Serde::bytes(), Serde::string()),
+            |v: String, t: Option<&String>| Some(format!("{v},{t:?}")),
+        )
+        .to_topic(&output, Serde::bytes(), Serde::string());
+    let worker = Runtime::new(Config::new(unique_name("missing-table"), &b))
+        .spawn(pipeline)
+        .unwrap();
+    let err = stops_with_error(worker, Duration::from_secs(60));
+    assert!(
+        matches!(&err, Error::MissingTopic { topic, .. } if *topic == table),
+        "{err:?}"
+    );
+    delete_topic(&b, &[&input, &output]).unwrap();
+}
+
+#[test]
 fn an_unreachable_broker_is_reported() {
     // Port 1 on loopback: nothing listens there.
     let err = Runtime::new(Config::new("unreachable", "127.0.0.1:1"))

@@ -110,3 +110,59 @@ fn a_panic_in_an_operator_commits_nothing_and_a_restart_resumes_exactly() {
 
     delete_topic(&b, &[&input, &output]).unwrap();
 }
+
+#[test]
+fn with_on_panic_restart_the_worker_restarts_in_place_and_the_output_is_exact() {
+    init_tracing();
+    let b = brokers();
+    let input = new_topic(&b, "panic-restart-in", 1);
+    let output = new_topic(&b, "panic-restart-out", 1);
+    let group = unique_name("panic-restart");
+    let values: Vec<String> = (0..RECORDS)
+        .map(|i| {
+            if i == BOOM_AT {
+                "boom".to_string()
+            } else {
+                format!("v{i}")
+            }
+        })
+        .collect();
+    produce(
+        &b,
+        &input,
+        values.iter().map(|v| (Some(0), None::<&str>, v.clone())),
+    )
+    .unwrap();
+    let config = Config::new(&group, &b)
+        .with_session_timeout(Duration::from_secs(6))
+        .with_on_panic(OnPanic::Restart {
+            max: 3,
+            backoff: Duration::from_millis(100),
+        });
+    let armed = Arc::new(AtomicBool::new(true));
+    let w = Runtime::new(config)
+        .spawn(pipeline(&input, &output, armed.clone()))
+        .unwrap();
+    common::copy_check::wait_until_committed_by(&b, &group, &input, Duration::from_secs(60), &[&w]);
+    assert!(!armed.load(Ordering::SeqCst), "the panic was not reached");
+    let stats = w.stats();
+    w.stop();
+    w.join()
+        .expect("the worker restarts after the panic instead of stopping");
+    assert_eq!(stats.recoveries, 1, "{stats:?}");
+
+    let mut want: Vec<String> = values
+        .iter()
+        .flat_map(|v| [format!("{v}-a"), format!("{v}-b")])
+        .collect();
+    let mut got: Vec<String> = read_to_end(&b, &output, Isolation::ReadCommitted, READ_DEADLINE)
+        .unwrap()
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got.len(), want.len(), "output records");
+    assert!(got == want, "the output differs from the expected multiset");
+    delete_topic(&b, &[&input, &output]).unwrap();
+}

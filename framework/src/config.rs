@@ -31,6 +31,26 @@ pub enum Guarantee {
     AutoCommit,
 }
 
+/// What a worker does when user code (an operator, a codec, a hook) panics. Either way the
+/// open transaction is aborted first and nothing of it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPanic {
+    /// Stop with [`Error::Panicked`](crate::Error::Panicked) (the default): a bug in user
+    /// code usually hits again on the same record, and a person should look.
+    #[default]
+    Stop,
+    /// Start the worker again in place after `backoff` (recovery, see
+    /// `Config::max_recoveries`), at most `max` times in a row without a commit in between;
+    /// then stop with the panic. For code that panics on transient conditions.
+    Restart {
+        /// Restarts in a row (without a commit in between) before the worker stops.
+        max: u32,
+        /// Wait before each restart.
+        backoff: Duration,
+    },
+}
+
 impl std::str::FromStr for Guarantee {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -144,6 +164,9 @@ pub struct Config {
     /// error (default 10; 0: never, stop at the first; 0..=1_000_000). See
     /// [`Error::recovery_cause`](crate::Error::recovery_cause).
     pub max_recoveries: u32,
+    /// What a panic in user code does (default [`OnPanic::Stop`]; the environment takes
+    /// `stop` or `restart`, which restarts at most 3 times, 1 s apart).
+    pub on_panic: OnPanic,
     /// Replication factor of the internal topics (changelogs, repartition hops) the runtime
     /// creates (default: min(3, the cluster's broker count); 1..=32767).
     pub internal_replication_factor: Option<i16>,
@@ -185,6 +208,7 @@ impl Default for Config {
             kafka_call_timeout_ms: 30_000,
             max_retries: 5,
             max_recoveries: 10,
+            on_panic: OnPanic::Stop,
             internal_replication_factor: None,
             cache_max_bytes: 10 * 1024 * 1024,
             state_store_cache_bytes: 64 * 1024 * 1024,
@@ -245,6 +269,7 @@ impl fmt::Debug for Config {
             .field("kafka_call_timeout_ms", &self.kafka_call_timeout_ms)
             .field("max_retries", &self.max_retries)
             .field("max_recoveries", &self.max_recoveries)
+            .field("on_panic", &self.on_panic)
             .field(
                 "internal_replication_factor",
                 &self.internal_replication_factor,
@@ -323,6 +348,12 @@ impl Config {
     /// Sets how many times in a row a worker recovers in place before it stops (0: never).
     pub fn with_max_recoveries(mut self, recoveries: u32) -> Self {
         self.max_recoveries = recoveries;
+        self
+    }
+
+    /// Sets what a panic in user code does.
+    pub fn with_on_panic(mut self, on_panic: OnPanic) -> Self {
+        self.on_panic = on_panic;
         self
     }
 
@@ -440,6 +471,21 @@ impl Config {
                 "KAFKA_CALL_TIMEOUT_MS" => self.kafka_call_timeout_ms = num(&key, &v)?,
                 "MAX_RETRIES" => self.max_retries = num(&key, &v)?,
                 "MAX_RECOVERIES" => self.max_recoveries = num(&key, &v)?,
+                "ON_PANIC" => {
+                    self.on_panic = match v.to_ascii_lowercase().as_str() {
+                        "stop" => OnPanic::Stop,
+                        "restart" => OnPanic::Restart {
+                            max: 3,
+                            backoff: Duration::from_secs(1),
+                        },
+                        _ => {
+                            return Err(Error::config(
+                                key,
+                                format!("`{v}` is not one of stop, restart"),
+                            ))
+                        }
+                    }
+                }
                 "INTERNAL_REPLICATION_FACTOR" => {
                     self.internal_replication_factor = Some(num(&key, &v)?)
                 }

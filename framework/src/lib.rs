@@ -66,7 +66,7 @@ pub mod testing;
 pub mod topics;
 
 pub use codec::{Codec, Serde};
-pub use config::{Assignment, Config, Guarantee};
+pub use config::{Assignment, Config, Guarantee, OnPanic};
 pub use error::{Action, Error, KafkaOp, Result};
 pub use observability::{Stats, StatsSnapshot};
 pub use operator::{Collector, Context, Operator, SideRecord};

@@ -433,7 +433,10 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
         O: Send + 'static,
         F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static,
     {
-        let this = self.into_stream();
+        let mut this = self.into_stream();
+        if let Some(topic) = table.topic_name() {
+            this = this.reads_from(topic.to_string());
+        }
         let joiner = Arc::new(joiner);
         this.apply_with(name, move |ctx: &mut Context| {
             TableJoin::open(ctx, &table, joiner.clone())

@@ -94,7 +94,8 @@ pub struct RawSettings {
 }
 
 /// The raw baseline: a `BaseConsumer` (auto commit every `commit_interval_ms`,
-/// cooperative-sticky like the framework) feeding a `ThreadedProducer`, until `stop`.
+/// cooperative-sticky and `fetch.queue.backoff.ms` like the framework) feeding a
+/// `ThreadedProducer`, until `stop`.
 pub fn run_raw_worker(
     s: &RawSettings,
     workload: &dyn Workload,
@@ -108,7 +109,10 @@ pub fn run_raw_worker(
         .set("enable.auto.offset.store", "true")
         .set("auto.commit.interval.ms", s.commit_interval_ms.to_string())
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // As the framework's consumers: librdkafka's default (1000 ms) idles a fast
+        // consumer after each full queue, and the ceiling would not be one.
+        .set("fetch.queue.backoff.ms", "10");
     if let Some(id) = &s.instance {
         cc.set("group.instance.id", id);
     }

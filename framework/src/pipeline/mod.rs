@@ -85,7 +85,8 @@ pub struct Pipeline {
     pub(crate) stages: Vec<Stage>,
     pub(crate) output: String,
     pub(crate) operators: Vec<String>,
-    /// Topics operators write with `Context::emit_to` (checked at start).
+    /// Topics besides the input and the output that operators use — side outputs written
+    /// with `Context::emit_to`, global tables read — checked at start.
     pub(crate) side_topics: Vec<String>,
 }
 
@@ -168,7 +169,8 @@ impl Pipeline {
         &self.output
     }
 
-    /// The side topics declared with [`Stream::writes_to`].
+    /// The other topics operators use, declared with [`Stream::writes_to`] and
+    /// [`Stream::reads_from`].
     pub fn side_topics(&self) -> &[String] {
         &self.side_topics
     }
@@ -399,6 +401,17 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     /// [`Context::emit_to`](crate::Context::emit_to) (a branch, late window records): the
     /// worker checks at start that it exists, as it does for the output topic.
     pub fn writes_to(mut self, topic: impl Into<String>) -> Self {
+        let topic = topic.into();
+        if !self.side_topics.contains(&topic) {
+            self.side_topics.push(topic);
+        }
+        self
+    }
+
+    /// Declares `topic` as one that operators read besides the input (a global table's
+    /// topic; `join_table` declares it): the worker checks at start that it exists, as it
+    /// does for the input, instead of finding out at the first record.
+    pub fn reads_from(mut self, topic: impl Into<String>) -> Self {
         let topic = topic.into();
         if !self.side_topics.contains(&topic) {
             self.side_topics.push(topic);

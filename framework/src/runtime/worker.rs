@@ -6,7 +6,7 @@
 
 use crate::commit::kafka::{KafkaGroup, KafkaTransactions};
 use crate::commit::{with_retries, Committer, Outcome};
-use crate::config::{Config, Guarantee};
+use crate::config::{Config, Guarantee, OnPanic};
 use crate::error::{Action, Error, KafkaOp, Result};
 use crate::instance::Instance;
 use crate::observability::Stats;
@@ -521,7 +521,8 @@ const MAX_RECOVERY_BACKOFF: Duration = Duration::from_secs(10);
 /// Runs one worker until `stop` is set or an error a restart cannot fix. After an error
 /// with a [`recovery_cause`](Error::recovery_cause) the worker starts again in place — a
 /// new producer, consumer and state manager, the same directory and transactional id —
-/// after a back-off, at most `max_recoveries` times in a row without a commit in between.
+/// after a back-off, at most `max_recoveries` times in a row without a commit in between;
+/// so does a panic in user code under [`OnPanic::Restart`].
 /// `instance` (the locked directory) is held throughout.
 pub(crate) fn supervise(
     config: Config,
@@ -546,10 +547,21 @@ pub(crate) fn supervise(
             Err(err) => err,
         };
         // A broker that is away at the first start is reported (a wrong address looks the
-        // same); once the worker has run, it is waited for.
-        let cause = err.recovery_cause().or_else(|| {
-            (!first && matches!(err, Error::Unreachable { .. })).then_some("broker_unavailable")
-        });
+        // same); once the worker has run, it is waited for. A panic restarts only when the
+        // user asked for it, with its own limit and back-off.
+        let (cause, max, backoff_base) = match (&err, config.on_panic) {
+            (Error::Panicked { .. }, OnPanic::Restart { max, backoff }) => {
+                (Some("panic"), max, Some(backoff))
+            }
+            _ => (
+                err.recovery_cause().or_else(|| {
+                    (!first && matches!(err, Error::Unreachable { .. }))
+                        .then_some("broker_unavailable")
+                }),
+                config.max_recoveries,
+                None,
+            ),
+        };
         first = false;
         let Some(cause) = cause else {
             return Err(err);
@@ -560,19 +572,20 @@ pub(crate) fn supervise(
         if stats.commits.load(Ordering::Relaxed) > commits_before {
             in_a_row = 0;
         }
-        if in_a_row >= config.max_recoveries {
-            if config.max_recoveries > 0 {
+        if in_a_row >= max {
+            if max > 0 {
                 tracing::error!(
                     cause,
                     recoveries = in_a_row,
-                    "recovered max_recoveries times in a row without committing: stopping"
+                    "recovered as many times in a row as allowed, without committing: stopping"
                 );
             }
             return Err(err);
         }
         in_a_row += 1;
-        let backoff =
-            (RECOVERY_BACKOFF * 2u32.pow((in_a_row - 1).min(10))).min(MAX_RECOVERY_BACKOFF);
+        let backoff = backoff_base.unwrap_or_else(|| {
+            (RECOVERY_BACKOFF * 2u32.pow((in_a_row - 1).min(10))).min(MAX_RECOVERY_BACKOFF)
+        });
         tracing::warn!(cause, error = %err, attempt = in_a_row, ?backoff, "recovering: the open cycle is dropped; starting again with a new producer and consumer");
         stats.recovered(cause);
         stats.partitions.store(0, Ordering::Relaxed);
