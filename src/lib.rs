@@ -35,15 +35,15 @@ pub use exactly_framework as framework;
 pub use exactly_operators as operators;
 
 pub use exactly_framework::{
-    Assignment, Codec, Config, Error, Guarantee, OnPanic, Pipeline, Record, Result, Runtime, Serde,
-    Sink, Stream, Worker,
+    Assignment, BadRecords, Codec, Config, Error, Guarantee, OnPanic, Pipeline, Record, Result,
+    Runtime, Serde, Sink, Stream, Worker,
 };
 
 /// Everything a pipeline author needs in scope.
 pub mod prelude {
     pub use exactly_framework::{
-        Codec, Collector, Config, Context, Error, Guarantee, KeyedState, OnPanic, Operator,
-        Partitioning, Pipeline, Record, Runtime, Serde, Sink, StateDescriptor, Stream,
+        BadRecords, Codec, Collector, Config, Context, Error, Guarantee, KeyedState, OnPanic,
+        Operator, Partitioning, Pipeline, Record, Runtime, Serde, Sink, StateDescriptor, Stream,
     };
     pub use exactly_operators::{MemoryTable, StreamExt, Table, Windows};
 }

@@ -36,7 +36,7 @@ pub enum Guarantee {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnPanic {
-    /// Stop with [`Error::Panicked`](crate::Error::Panicked) (the default): a bug in user
+    /// Stop with [`Error::Panicked`] (the default): a bug in user
     /// code usually hits again on the same record, and a person should look.
     #[default]
     Stop,

@@ -303,6 +303,23 @@ impl Error {
         }
     }
 
+    /// Whether the error is about one record rather than the worker: it does not decode, an
+    /// operator refused it, its output does not encode, or the producer refused it (too
+    /// large). The pipeline's [`BadRecords`](crate::BadRecords) policy decides what then.
+    pub fn is_bad_record(&self) -> bool {
+        match self {
+            Error::Decode { .. } | Error::Encode { .. } | Error::Operator { .. } => true,
+            Error::Kafka {
+                op: KafkaOp::Produce,
+                source: KafkaError::MessageProduction(code),
+            } => matches!(
+                code,
+                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord
+            ),
+            _ => false,
+        }
+    }
+
     /// What the caller must do: retry, abort the transaction, or stop.
     pub fn action(&self) -> Action {
         match self {
@@ -446,6 +463,26 @@ mod tests {
         ] {
             assert_eq!(permanent.recovery_cause(), None, "{permanent:?}");
         }
+    }
+
+    #[test]
+    fn bad_records_are_told_from_worker_errors() {
+        let too_large = Error::kafka(
+            KafkaOp::Produce,
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        );
+        assert!(too_large.is_bad_record());
+        let full = Error::kafka(
+            KafkaOp::Produce,
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+        );
+        assert!(!full.is_bad_record());
+        let refused = Error::Operator {
+            operator: "o".into(),
+            message: "no".into(),
+        };
+        assert!(refused.is_bad_record());
+        assert!(!Error::config("k", "v").is_bad_record());
     }
 
     #[test]

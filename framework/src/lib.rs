@@ -70,7 +70,7 @@ pub use config::{Assignment, Config, Guarantee, OnPanic};
 pub use error::{Action, Error, KafkaOp, Result};
 pub use observability::{Stats, StatsSnapshot};
 pub use operator::{Collector, Context, Operator, SideRecord};
-pub use pipeline::{Pipeline, Stream};
+pub use pipeline::{BadRecords, Pipeline, Stream};
 pub use producer::{Partitioning, Sink};
 pub use record::{Header, Origin, Record, TaskId};
 pub use runtime::{Runtime, Worker};

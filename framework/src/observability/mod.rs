@@ -42,6 +42,8 @@ pub mod metric {
     pub const REBALANCE_PAUSE: &str = "exactly_rebalance_pause_seconds";
     /// Messages the consumer delivered again, skipped.
     pub const DUPLICATE_DELIVERIES_SKIPPED: &str = "exactly_duplicate_deliveries_skipped_total";
+    /// Records that could not be processed, skipped or dead-lettered.
+    pub const BAD_RECORDS: &str = "exactly_bad_records_total";
     /// Recoveries in place (new producer and consumer, rejoin), by cause.
     pub const RECOVERIES: &str = "exactly_recoveries_total";
     /// The consumer lag of an assigned partition.
@@ -65,6 +67,7 @@ pub mod metric {
         Metric { name: REBALANCES, kind: "counter", labels: "", help: "revocations handled" },
         Metric { name: REBALANCE_PAUSE, kind: "histogram", labels: "", help: "seconds processing stopped in the revoke callback" },
         Metric { name: DUPLICATE_DELIVERIES_SKIPPED, kind: "counter", labels: "", help: "messages the consumer delivered again, skipped (see architecture.md)" },
+        Metric { name: BAD_RECORDS, kind: "counter", labels: "topic, policy", help: "records that could not be processed (decode, operator or encode error, refused by the producer), skipped or written to the dead-letter topic, counted when their cycle commits" },
         Metric { name: RECOVERIES, kind: "counter", labels: "cause", help: "times a worker recovered in place (new producer and consumer, rejoin) from an error a restart fixes: fenced, transaction_timed_out, commit_outcome_unknown, membership_lost, aborts_in_a_row, kafka, broker_unavailable" },
         Metric { name: PARTITION_LAG, kind: "gauge", labels: "topic, partition", help: "consumer lag of an assigned partition (librdkafka statistics, every 5 s)" },
         Metric { name: RESTORED_RECORDS, kind: "counter", labels: "", help: "changelog records replayed into local state" },

@@ -1,7 +1,11 @@
 //! The user's builder: a typed chain from one input topic to one output topic.
 //! See [`Pipeline`].
 
+mod bad_records;
 pub(crate) mod node;
+
+pub(crate) use bad_records::header as bad_record_header;
+pub use bad_records::BadRecords;
 
 use crate::codec::{Codec, RawSerde};
 use crate::error::Result;
@@ -86,8 +90,10 @@ pub struct Pipeline {
     pub(crate) output: String,
     pub(crate) operators: Vec<String>,
     /// Topics besides the input and the output that operators use — side outputs written
-    /// with `Context::emit_to`, global tables read — checked at start.
+    /// with `Context::emit_to`, global tables read, the dead-letter topic — checked at start.
     pub(crate) side_topics: Vec<String>,
+    /// What to do with a record that cannot be processed.
+    pub(crate) bad_records: BadRecords,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -100,6 +106,7 @@ impl std::fmt::Debug for Pipeline {
             .field("operators", &self.operators)
             .field("output", &self.output)
             .field("side_topics", &self.side_topics)
+            .field("bad_records", &self.bad_records)
             .finish()
     }
 }
@@ -173,6 +180,23 @@ impl Pipeline {
     /// [`Stream::reads_from`].
     pub fn side_topics(&self) -> &[String] {
         &self.side_topics
+    }
+
+    /// Sets what the workers do with a record they cannot process (default
+    /// [`BadRecords::Fail`]); a dead-letter topic is checked at start like the output.
+    pub fn on_bad_records(mut self, policy: BadRecords) -> Pipeline {
+        if let BadRecords::DeadLetter(topic) = &policy {
+            if !self.side_topics.contains(topic) {
+                self.side_topics.push(topic.clone());
+            }
+        }
+        self.bad_records = policy;
+        self
+    }
+
+    /// What the workers do with a record they cannot process.
+    pub fn bad_records(&self) -> &BadRecords {
+        &self.bad_records
     }
 }
 
@@ -384,6 +408,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             output,
             operators: self.operators,
             side_topics: self.side_topics,
+            bad_records: BadRecords::Fail,
         }
     }
 

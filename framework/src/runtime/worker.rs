@@ -10,7 +10,7 @@ use crate::config::{Config, Guarantee, OnPanic};
 use crate::error::{Action, Error, KafkaOp, Result};
 use crate::instance::Instance;
 use crate::observability::Stats;
-use crate::pipeline::{Pipeline, TaskSetup};
+use crate::pipeline::{BadRecords, Pipeline, TaskSetup};
 use crate::poison::{self, Poison};
 use crate::producer::{DeliveryContext, WorkerProducer};
 use crate::record::TaskId;
@@ -26,7 +26,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +52,13 @@ pub(crate) struct WorkerState {
     /// For purging committed repartition records (created on first use).
     admin: Option<AdminClient<DefaultClientContext>>,
     last_purge: Instant,
+    /// The pipeline's policy for records it cannot process.
+    bad_records: BadRecords,
+    /// Bad records found in aborted cycles, by task and offset, with their error: skipped or
+    /// dead-lettered when the replay reaches them (dropped once committed past).
+    to_divert: HashMap<TaskId, BTreeMap<i64, String>>,
+    /// Input topics of the records diverted in the open cycle (counted when it commits).
+    diverted_in_cycle: Vec<Arc<str>>,
 }
 
 /// What to do with a delivered message.
@@ -102,12 +109,34 @@ impl WorkerState {
             task.cycle_start = Some(offset);
         }
         self.committer.before_record()?;
-        let pushed = task.chain.push_message(m);
+        let divert = self.to_divert.get(&task.id).and_then(|d| d.get(&offset));
+        let pushed = match divert {
+            Some(reason) => divert_record(&self.bad_records, &self.output, m, reason),
+            None => task.chain.push_message(m),
+        };
         // A panic is final even if an operator swallowed the error its collector returned.
         if let Some(panic) = self.poison.error() {
             return Err(panic);
         }
-        pushed?;
+        match pushed {
+            Ok(()) => {}
+            Err(err) if err.is_bad_record() && self.bad_records != BadRecords::Fail => {
+                // Its outputs so far are in the open transaction: abort, and replay the
+                // cycle with this record diverted.
+                let id = task.id.clone();
+                tracing::warn!(task = %id, offset, error = %err, policy = self.bad_records.label(), "a bad record: aborting its cycle to replay it without the record");
+                self.to_divert
+                    .entry(id)
+                    .or_default()
+                    .insert(offset, err.to_string());
+                self.diverted_in_cycle.clear();
+                return self.abort(consumer, &BTreeSet::new());
+            }
+            Err(err) => return Err(err),
+        }
+        if divert.is_some() {
+            self.diverted_in_cycle.push(task.id.topic.clone());
+        }
         task.next_offset = offset + 1;
         self.stats.records_in.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -245,11 +274,28 @@ impl WorkerState {
             Outcome::Empty => Ok(()),
             Outcome::Committed => {
                 self.aborts_in_a_row = 0;
+                for topic in self.diverted_in_cycle.drain(..) {
+                    metrics::counter!(
+                        crate::observability::metric::BAD_RECORDS,
+                        "topic" => topic.to_string(),
+                        "policy" => self.bad_records.label()
+                    )
+                    .increment(1);
+                }
+                let tasks = &self.tasks;
+                self.to_divert.retain(|id, offsets| {
+                    let committed = tasks.get(id).map_or(i64::MAX, |t| t.committed);
+                    offsets.retain(|o, _| *o >= committed);
+                    !offsets.is_empty()
+                });
                 self.state.flush()?;
                 self.purge_committed();
                 Ok(())
             }
-            Outcome::Aborted(err) => self.aborted(err),
+            Outcome::Aborted(err) => {
+                self.diverted_in_cycle.clear();
+                self.aborted(err)
+            }
         }
     }
 
@@ -376,6 +422,7 @@ impl WorkerState {
             }
         }
         for id in &leaving {
+            self.to_divert.remove(id);
             if let Some(mut task) = self.tasks.remove(id) {
                 task.chain.revoke();
                 tracing::info!(task = %id, "task revoked");
@@ -399,6 +446,57 @@ impl WorkerState {
                 }
             }
             _ => Error::kafka(KafkaOp::Poll, e),
+        }
+    }
+}
+
+/// Under `Skip`, logs a bad record found in an aborted cycle; under `DeadLetter`, writes it
+/// — raw key, value, timestamp and headers, plus the error's headers — into the open
+/// transaction.
+fn divert_record(
+    policy: &BadRecords,
+    output: &WorkerProducer,
+    m: &BorrowedMessage<'_>,
+    reason: &str,
+) -> Result<()> {
+    use crate::pipeline::bad_record_header as h;
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+    match policy {
+        BadRecords::Fail => Ok(()),
+        BadRecords::Skip => {
+            tracing::warn!(topic, partition, offset, reason, "bad record skipped");
+            Ok(())
+        }
+        BadRecords::DeadLetter(dlq) => {
+            let mut headers = OwnedHeaders::new();
+            if let Some(hs) = m.headers() {
+                for hd in hs.iter() {
+                    headers = headers.insert(hd);
+                }
+            }
+            let (p, o) = (partition.to_string(), offset.to_string());
+            for (key, value) in [
+                (h::TOPIC, topic),
+                (h::PARTITION, p.as_str()),
+                (h::OFFSET, o.as_str()),
+                (h::MESSAGE, reason),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            tracing::warn!(topic, partition, offset, reason, dead_letter = %dlq, "bad record written to the dead-letter topic");
+            output.send(
+                dlq,
+                None,
+                m.key(),
+                m.payload(),
+                m.timestamp().to_millis(),
+                Some(headers),
+                None,
+            )
         }
     }
 }
@@ -684,6 +782,9 @@ fn run_worker(
         aborts_in_a_row: 0,
         admin: None,
         last_purge: Instant::now(),
+        bad_records: pipeline.bad_records.clone(),
+        to_divert: HashMap::new(),
+        diverted_in_cycle: Vec::new(),
     })));
     let consumer = consumer::create_consumer(
         &config,
