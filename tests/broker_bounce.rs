@@ -14,17 +14,6 @@ use common::*;
 use exactly::{Config, Pipeline, Runtime};
 use std::time::{Duration, Instant};
 
-fn broker(command: &str) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .arg(command)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/kafka {command} failed: {status}");
-}
-
 /// How long the broker stays away: longer than the workers' transaction timeout. This is
 /// the fault under test, not a synchronisation.
 const OUTAGE: Duration = Duration::from_secs(8);
@@ -64,14 +53,14 @@ fn workers_ride_through_a_broker_stop_and_a_broker_kill_and_the_output_is_exact(
     };
     committed_some("before the broker went away");
 
-    broker("stop");
+    local_broker("stop");
     std::thread::sleep(OUTAGE);
-    broker("start");
+    local_broker("start");
     committed_some("after the broker's clean restart");
 
-    broker("kill");
+    local_broker("kill");
     std::thread::sleep(OUTAGE);
-    broker("start");
+    local_broker("start");
     committed_some("after the broker was killed and restarted");
 
     let fed = feeder.join();

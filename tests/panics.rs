@@ -27,13 +27,8 @@ fn pipeline(input: &str, output: &str, armed: Arc<AtomicBool>) -> Pipeline {
         .to_topic(output, Serde::bytes(), Serde::string())
 }
 
-#[test]
-fn a_panic_in_an_operator_commits_nothing_and_a_restart_resumes_exactly() {
-    init_tracing();
-    let b = brokers();
-    let input = new_topic(&b, "panic-in", 1);
-    let output = new_topic(&b, "panic-out", 1);
-    let group = unique_name("panic");
+/// Writes `RECORDS` values to `input`, `boom` at `BOOM_AT`; returns them.
+fn load_input(brokers: &str, input: &str) -> Vec<String> {
     let values: Vec<String> = (0..RECORDS)
         .map(|i| {
             if i == BOOM_AT {
@@ -44,11 +39,22 @@ fn a_panic_in_an_operator_commits_nothing_and_a_restart_resumes_exactly() {
         })
         .collect();
     produce(
-        &b,
-        &input,
+        brokers,
+        input,
         values.iter().map(|v| (Some(0), None::<&str>, v.clone())),
     )
     .unwrap();
+    values
+}
+
+#[test]
+fn a_panic_in_an_operator_commits_nothing_and_a_restart_resumes_exactly() {
+    init_tracing();
+    let b = brokers();
+    let input = new_topic(&b, "panic-in", 1);
+    let output = new_topic(&b, "panic-out", 1);
+    let group = unique_name("panic");
+    let values = load_input(&b, &input);
     let config = || Config::new(&group, &b).with_session_timeout(Duration::from_secs(6));
 
     // First run: the panic stops the worker with an error naming where it happened.
@@ -118,21 +124,7 @@ fn with_on_panic_restart_the_worker_restarts_in_place_and_the_output_is_exact() 
     let input = new_topic(&b, "panic-restart-in", 1);
     let output = new_topic(&b, "panic-restart-out", 1);
     let group = unique_name("panic-restart");
-    let values: Vec<String> = (0..RECORDS)
-        .map(|i| {
-            if i == BOOM_AT {
-                "boom".to_string()
-            } else {
-                format!("v{i}")
-            }
-        })
-        .collect();
-    produce(
-        &b,
-        &input,
-        values.iter().map(|v| (Some(0), None::<&str>, v.clone())),
-    )
-    .unwrap();
+    let values = load_input(&b, &input);
     let config = Config::new(&group, &b)
         .with_session_timeout(Duration::from_secs(6))
         .with_on_panic(OnPanic::Restart {

@@ -249,13 +249,14 @@ pub enum Error {
         end: i64,
     },
     /// Every cycle of a row of `max_retries + 1` was aborted: the worker does not go on
-    /// replaying the same input (it recovers in place, see [`Error::recovery_cause`]).
+    /// replaying the same input. Whether it recovers in place is the last error's call
+    /// (see [`Error::recovery_cause`]).
     #[error("{aborts} cycles in a row were aborted; last error: {last}")]
     AbortedInARow {
         /// Cycles aborted in a row.
         aborts: u32,
         /// The last abort's error.
-        last: String,
+        last: Box<Error>,
     },
     /// The worker thread stopped unexpectedly.
     #[error("worker stopped unexpectedly: {0}")]
@@ -297,7 +298,9 @@ impl Error {
             Error::TransactionTimedOut { .. } => Some("transaction_timed_out"),
             Error::CommitOutcomeUnknown { .. } => Some("commit_outcome_unknown"),
             Error::MembershipLost { .. } => Some("membership_lost"),
-            Error::AbortedInARow { .. } => Some("aborts_in_a_row"),
+            // A new producer and consumer fix what broke the cycles only if they would fix
+            // the last error (not, say, a local store that cannot be caught up).
+            Error::AbortedInARow { last, .. } => last.recovery_cause(),
             Error::Kafka { source, .. } if !is_permanent(source) => Some("kafka"),
             _ => None,
         }
@@ -443,11 +446,23 @@ mod tests {
             source: KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown),
         };
         assert_eq!(transport.recovery_cause(), Some("kafka"));
+        let flush = Error::Kafka {
+            op: KafkaOp::CommitTransaction,
+            source: KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut),
+        };
         let aborts = Error::AbortedInARow {
             aborts: 6,
-            last: "x".into(),
+            last: Box::new(flush),
         };
-        assert_eq!(aborts.recovery_cause(), Some("aborts_in_a_row"));
+        assert_eq!(aborts.recovery_cause(), Some("kafka"));
+        let stuck_state = Error::AbortedInARow {
+            aborts: 6,
+            last: Box::new(Error::State {
+                op: "open without a changelog",
+                message: "behind".into(),
+            }),
+        };
+        assert_eq!(stuck_state.recovery_cause(), None);
         let denied = Error::Kafka {
             op: KafkaOp::InitTransactions,
             source: KafkaError::MetadataFetch(RDKafkaErrorCode::TransactionalIdAuthorizationFailed),

@@ -70,3 +70,16 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Runs `scripts/kafka <command>` (`stop`, `kill`, `start`) on the local broker: for the
+/// tests that take the broker away. Panics when it fails.
+pub fn local_broker(command: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(command)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/kafka {command} failed: {status}");
+}

@@ -333,7 +333,7 @@ impl WorkerState {
         if self.aborts_in_a_row > self.config.max_retries {
             return Err(Error::AbortedInARow {
                 aborts: self.aborts_in_a_row,
-                last: err.to_string(),
+                last: Box::new(err),
             });
         }
         tracing::warn!(%err, in_a_row = self.aborts_in_a_row, "cycle aborted and input rewound; replaying");
