@@ -102,6 +102,44 @@ fn a_missing_table_topic_is_named_at_start_even_without_input() {
 }
 
 #[test]
+fn records_older_than_the_outputs_retention_are_counted_and_warned_about() {
+    init_tracing();
+    let b = brokers();
+    let input = new_topic(&b, "old-records-in", 1);
+    let output = unique_name("old-records-out");
+    // The broker deletes this topic's records an hour after their timestamp.
+    exactly_testkit::create_topic_with(&b, &output, 1, &[("retention.ms", "3600000")]).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let two_days = 2 * 86_400_000;
+    // 30 records from two days ago, then 20 from now.
+    let records = (0..50).map(|i| {
+        let ts = if i < 30 { now - two_days } else { now };
+        (Some(0), None::<&str>, format!("r{i}"), Some(ts))
+    });
+    exactly_testkit::Loader::new(&b)
+        .unwrap()
+        .send_at(&input, records)
+        .unwrap();
+    let group = unique_name("old-records");
+    let w = Runtime::new(Config::new(&group, &b))
+        .spawn(Pipeline::from_topic(&input, Serde::string()).to_topic(
+            &output,
+            Serde::bytes(),
+            Serde::string(),
+        ))
+        .unwrap();
+    common::copy_check::wait_until_committed_by(&b, &group, &input, Duration::from_secs(60), &[&w]);
+    let stats = w.stats();
+    w.stop();
+    w.join().unwrap();
+    assert_eq!(stats.records_past_retention, 30, "{stats:?}");
+    delete_topic(&b, &[&input, &output]).unwrap();
+}
+
+#[test]
 fn an_unreachable_broker_is_reported() {
     // Port 1 on loopback: nothing listens there.
     let err = Runtime::new(Config::new("unreachable", "127.0.0.1:1"))

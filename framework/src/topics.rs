@@ -245,6 +245,28 @@ pub(crate) fn ensure_topic(
     Ok(info)
 }
 
+/// The `retention.ms` of `topic` when the broker deletes its records by time
+/// (`cleanup.policy` includes `delete` and `retention.ms` is not -1); `None` otherwise.
+///
+/// # Errors
+/// [`Error::Kafka`] when the configs cannot be described.
+pub(crate) fn time_retention(config: &Config, topic: &str) -> Result<Option<i64>> {
+    let admin = client(config)?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let configs = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts))?
+        .map_err(|e| Error::kafka(KafkaOp::Admin, e))?;
+    let Some(resource) = configs.first().and_then(|r| r.as_ref().ok()) else {
+        return Ok(None);
+    };
+    let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+    let deletes = value("cleanup.policy").is_none_or(|p| p.contains("delete"));
+    let ms = value("retention.ms").and_then(|v| v.parse::<i64>().ok());
+    Ok(match ms {
+        Some(ms) if deletes && ms > 0 => Some(ms),
+        _ => None,
+    })
+}
+
 /// After CreateTopics succeeded the topic can still be missing from metadata, or its
 /// partitions leaderless, for a moment: using it then fails (a restore, a produce). Waits
 /// until every partition has a leader, up to 30 s; returns the partition count.

@@ -44,6 +44,8 @@ pub mod metric {
     pub const DUPLICATE_DELIVERIES_SKIPPED: &str = "exactly_duplicate_deliveries_skipped_total";
     /// Records that could not be processed, skipped or dead-lettered.
     pub const BAD_RECORDS: &str = "exactly_bad_records_total";
+    /// Records written with a timestamp older than their topic's retention.ms.
+    pub const RECORDS_PAST_RETENTION: &str = "exactly_records_past_retention_total";
     /// Recoveries in place (new producer and consumer, rejoin), by cause.
     pub const RECOVERIES: &str = "exactly_recoveries_total";
     /// The consumer lag of an assigned partition.
@@ -68,6 +70,7 @@ pub mod metric {
         Metric { name: REBALANCE_PAUSE, kind: "histogram", labels: "", help: "seconds processing stopped in the revoke callback" },
         Metric { name: DUPLICATE_DELIVERIES_SKIPPED, kind: "counter", labels: "", help: "messages the consumer delivered again, skipped (see architecture.md)" },
         Metric { name: BAD_RECORDS, kind: "counter", labels: "topic, policy", help: "records that could not be processed (decode, operator or encode error, refused by the producer), skipped or written to the dead-letter topic, counted when their cycle commits" },
+        Metric { name: RECORDS_PAST_RETENTION, kind: "counter", labels: "", help: "records written with a timestamp older than their topic's retention.ms (the broker deletes them soon after; a warning names the topic once)" },
         Metric { name: RECOVERIES, kind: "counter", labels: "cause", help: "times a worker recovered in place (new producer and consumer, rejoin) from an error a restart fixes: fenced, transaction_timed_out, commit_outcome_unknown, membership_lost, kafka, broker_unavailable, panic" },
         Metric { name: PARTITION_LAG, kind: "gauge", labels: "topic, partition", help: "consumer lag of an assigned partition (librdkafka statistics, every 5 s)" },
         Metric { name: RESTORED_RECORDS, kind: "counter", labels: "", help: "changelog records replayed into local state" },

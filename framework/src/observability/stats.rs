@@ -21,6 +21,7 @@ pub struct Stats {
     pub(crate) restore_nanos: AtomicU64,
     pub(crate) duplicate_deliveries: AtomicU64,
     pub(crate) recoveries: AtomicU64,
+    pub(crate) past_retention: AtomicU64,
     /// `records_out` when the last cycle committed (for the committed-records counter).
     records_out_committed: AtomicU64,
 }
@@ -55,6 +56,9 @@ pub struct StatsSnapshot {
     /// Times the worker recovered in place from an error a restart fixes (a new producer
     /// and consumer, a rejoin; see docs/guarantees.md).
     pub recoveries: u64,
+    /// Records written with a timestamp older than their topic's `retention.ms` (the
+    /// broker deletes them soon after).
+    pub records_past_retention: u64,
 }
 
 impl Stats {
@@ -75,6 +79,7 @@ impl Stats {
             restore_time: Duration::from_nanos(get(&self.restore_nanos)),
             duplicate_deliveries_skipped: get(&self.duplicate_deliveries),
             recoveries: get(&self.recoveries),
+            records_past_retention: get(&self.past_retention),
         }
     }
 
@@ -112,6 +117,12 @@ impl Stats {
             .fetch_max(pause.as_nanos() as u64, Ordering::Relaxed);
         metrics::counter!(metric::REBALANCES).increment(1);
         metrics::histogram!(metric::REBALANCE_PAUSE).record(pause.as_secs_f64());
+    }
+
+    /// A record was written past its topic's retention.
+    pub(crate) fn past_retention(&self) {
+        self.past_retention.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(metric::RECORDS_PAST_RETENTION).increment(1);
     }
 
     /// The worker recovers in place from an error of this `cause`.

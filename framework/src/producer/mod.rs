@@ -19,7 +19,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -68,12 +68,27 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// A topic whose broker deletes records older than `retention_ms`: a record written with
+/// an older timestamp is deleted soon after it is written, which deserves a warning.
+struct Retention {
+    topic: String,
+    retention_ms: i64,
+    warned: AtomicBool,
+}
+
 /// The worker's producer, shared by every task.
 pub(crate) struct WorkerProducer {
     pub(crate) producer: ThreadedProducer<DeliveryContext>,
     pub(crate) stats: Arc<Stats>,
     /// The tracked partitions, by slot.
     tracked: RwLock<Vec<(String, i32)>>,
+    /// Watched topics with time retention.
+    retention: RwLock<Vec<Retention>>,
+    /// A timestamp below which a record may be past some watched topic's retention (ms
+    /// since the epoch; `i64::MIN`: nothing watched). Refreshed by
+    /// [`refresh_retention_floor`](Self::refresh_retention_floor): one comparison per
+    /// record.
+    retention_floor: AtomicI64,
 }
 
 impl WorkerProducer {
@@ -82,6 +97,56 @@ impl WorkerProducer {
             producer,
             stats,
             tracked: RwLock::new(vec![(String::new(), -1)]),
+            retention: RwLock::new(Vec::new()),
+            retention_floor: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Warns (once per topic) when records older than `topic`'s `retention_ms` are written
+    /// to it.
+    pub(crate) fn watch_retention(&self, topic: &str, retention_ms: i64) {
+        self.retention
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Retention {
+                topic: topic.to_string(),
+                retention_ms,
+                warned: AtomicBool::new(false),
+            });
+        self.refresh_retention_floor();
+    }
+
+    /// Moves the retention floor to now (the worker calls it after each commit).
+    pub(crate) fn refresh_retention_floor(&self) {
+        let watched = self.retention.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(min) = watched.iter().map(|r| r.retention_ms).min() {
+            self.retention_floor
+                .store(now_ms().saturating_sub(min), Ordering::Relaxed);
+        }
+    }
+
+    /// The slow path of a record below the floor: is it past its topic's retention?
+    fn check_retention(&self, topic: &str, timestamp: i64) {
+        let watched = self.retention.read().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = watched.iter().find(|r| r.topic == topic) else {
+            return;
+        };
+        let age_ms = now_ms().saturating_sub(timestamp);
+        if age_ms <= r.retention_ms {
+            return;
+        }
+        self.stats.past_retention();
+        if !r.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                topic,
+                timestamp,
+                age_s = age_ms / 1000,
+                retention_ms = r.retention_ms,
+                "records older than the topic's retention.ms are written to it: the broker deletes them soon after \
+                 (their timestamp, not their write time, counts). Raise it (kafka-configs.sh --alter --entity-type topics \
+                 --entity-name {topic} --add-config retention.ms=...) or give the records newer timestamps. \
+                 Warned once per topic; exactly_records_past_retention_total counts them"
+            );
         }
     }
 
@@ -140,6 +205,11 @@ impl WorkerProducer {
         record.partition = partition;
         record.timestamp = timestamp;
         record.headers = headers;
+        if let Some(ts) = timestamp {
+            if ts < self.retention_floor.load(Ordering::Relaxed) {
+                self.check_retention(topic, ts);
+            }
+        }
         enqueue(&self.producer, record).map_err(|e| Error::kafka(KafkaOp::Produce, e))?;
         self.stats.records_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -157,6 +227,14 @@ impl WorkerProducer {
             None,
         )
     }
+}
+
+/// The wall clock in ms since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Queues `record` on `producer`, waiting while librdkafka's queue is full (back-pressure:

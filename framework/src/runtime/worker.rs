@@ -274,6 +274,7 @@ impl WorkerState {
             Outcome::Empty => Ok(()),
             Outcome::Committed => {
                 self.aborts_in_a_row = 0;
+                self.output.refresh_retention_floor();
                 for topic in self.diverted_in_cycle.drain(..) {
                     metrics::counter!(
                         crate::observability::metric::BAD_RECORDS,
@@ -744,6 +745,15 @@ fn run_worker(
             side,
             metadata_timeout,
         )?;
+    }
+    // Records older than an output's retention.ms vanish soon after they are written: the
+    // producer warns once per topic (a topic whose configs cannot be read is not watched).
+    for topic in std::iter::once(&pipeline.output).chain(&pipeline.side_topics) {
+        match topics::time_retention(&config, topic) {
+            Ok(Some(ms)) => output.watch_retention(topic, ms),
+            Ok(None) => {}
+            Err(err) => tracing::debug!(topic, %err, "cannot read retention.ms; not watched"),
+        }
     }
     tracing::info!(?topics, inputs, output = %pipeline.output, outputs, side_topics = ?pipeline.side_topics, guarantee = ?config.guarantee, instance = %instance.dir().display(), "worker starting");
     if config.guarantee == Guarantee::ExactlyOnce {
