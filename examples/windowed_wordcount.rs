@@ -174,7 +174,8 @@ async fn main() -> anyhow::Result<()> {
                 Duration::from_secs(args.out_of_orderness_s),
             )
         },
-        lines.len() as u64 + total_words,
+        (brokers.as_str(), app.as_str(), input.as_str()),
+        lines.len() as u64,
         || {
             Ok(testkit::caught_up(&brokers, &app, &input)?
                 && testkit::caught_up(&brokers, &app, &repartition)?)

@@ -147,7 +147,8 @@ async fn main() -> anyhow::Result<()> {
                 .with_env()?)
         },
         || wordcount(&input, &output),
-        lines.len() as u64 + total_words,
+        (brokers.as_str(), app.as_str(), input.as_str()),
+        lines.len() as u64,
         || {
             Ok(testkit::app_caught_up(
                 &brokers,

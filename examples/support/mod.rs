@@ -19,44 +19,54 @@ pub struct Run {
     pub rebalances: u32,
 }
 
-/// Runs `pipeline` on a first worker; a second joins at 25 % of `records` (records in,
-/// over both workers) and leaves at 60 %. Returns once `done()` holds (checked when all
-/// records were read) and both workers have stopped cleanly.
+/// Runs `pipeline` on a first worker; a second joins when the group has committed 25 % of
+/// the `lines` of `input` and leaves at 60 % (once it owns partitions). Returns once `done()` holds and both workers
+/// have stopped cleanly. Progress is the group's committed offsets of `input` (records
+/// after the first stage are not counted: a pre-aggregating hop carries far fewer).
 pub async fn run_with_rebalances(
     config: impl Fn(&str) -> anyhow::Result<Config>,
     pipeline: impl Fn() -> Pipeline,
-    records: u64,
+    (brokers, group, input): (&str, &str, &str),
+    lines: u64,
     done: impl Fn() -> anyhow::Result<bool>,
 ) -> anyhow::Result<Run> {
-    let bar = ProgressBar::new(records);
+    let bar = ProgressBar::new(lines);
     bar.set_style(ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:40}] {pos}/{len} records {msg}",
+        "{elapsed_precise} [{bar:40}] {pos}/{len} input lines committed {msg}",
     )?);
     let started = Instant::now();
     let first = Runtime::new(config("w1")?).spawn(pipeline())?;
     let mut second: Option<exactly::Worker> = None;
+    let mut joined_at = Instant::now();
     let mut rebalances = 0;
-    let mut left_behind = 0; // records processed by workers that have stopped
     loop {
-        let done_in = left_behind
-            + first.stats().records_in
-            + second.as_ref().map_or(0, |w| w.stats().records_in);
-        bar.set_position(done_in.min(records));
-        let fraction = done_in as f64 / records.max(1) as f64;
+        let committed: u64 = exactly_testkit::committed_offsets(brokers, group, input)?
+            .iter()
+            .map(|(_, o)| o.unwrap_or(0).max(0) as u64)
+            .sum();
+        bar.set_position(committed.min(lines));
+        let fraction = committed as f64 / lines.max(1) as f64;
         if second.is_none() && rebalances == 0 && fraction > 0.25 {
             bar.set_message("(rebalance: a second worker joins)");
             second = Some(Runtime::new(config("w2")?).spawn(pipeline())?);
+            joined_at = Instant::now();
             rebalances += 1;
-        } else if rebalances == 1 && fraction > 0.6 {
+        } else if rebalances == 1
+            && fraction > 0.6
+            // It leaves once it owns partitions (a real second rebalance), however fast
+            // the input went.
+            && second.as_ref().is_some_and(|w| {
+                w.stats().partitions > 0 || joined_at.elapsed() > Duration::from_secs(10)
+            })
+        {
             if let Some(w) = second.take() {
                 bar.set_message("(rebalance: the second worker leaves)");
-                left_behind += w.stats().records_in;
                 w.stop();
                 w.wait().await.context("the second worker failed")?;
                 rebalances += 1;
             }
         }
-        if first.is_finished() || (fraction >= 1.0 && done()?) {
+        if first.is_finished() || (fraction >= 1.0 && rebalances == 2 && done()?) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

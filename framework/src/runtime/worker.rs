@@ -582,6 +582,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The producer's `queue.buffering.max.kbytes` unless the user sets it (64 MiB).
+const PRODUCER_QUEUE_KBYTES: &str = "65536";
+
 fn create_producer(
     config: &Config,
     transactional_id: &str,
@@ -589,6 +592,12 @@ fn create_producer(
 ) -> Result<Arc<WorkerProducer>> {
     let mut c = config.client_config(false);
     let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_producer.contains_key(k);
+    if !user_set("queue.buffering.max.kbytes") {
+        // librdkafka buffers up to 1 GiB of unsent records by default; past this bound a
+        // send waits (the poll loop with it, and the consumer's fetches once its own
+        // bounded queue is full): memory stays bounded when output is slower than input.
+        c.set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES);
+    }
     if !user_set("partitioner") {
         // The Java client's partitioner, so that keys land where Kafka Streams puts them.
         c.set("partitioner", "murmur2_random");

@@ -1,0 +1,57 @@
+//! The examples the README tells users to run first, run end to end against the broker:
+//! each must finish on its own, verify its output and say so. (`cargo test` builds them.)
+
+mod common;
+
+use common::copy_check::copier_binary;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs an example to its end (at most `deadline`); returns its stdout.
+fn run_example(name: &str, args: &[&str], deadline: Duration) -> String {
+    let bin = copier_binary().with_file_name(name);
+    let mut child = Command::new(&bin)
+        .args(args)
+        .env("KAFKA_BROKERS", common::brokers())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(status.success(), "{name} failed ({status}):\n{stdout}");
+            return stdout;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{name} did not finish within {deadline:?}:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_word_count_of_the_quick_start_finishes_with_two_rebalances_and_verifies() {
+    let out = run_example("wordcount", &[], Duration::from_secs(240));
+    assert!(out.contains("verified: 12544 words, 0 wrong"), "{out}");
+    assert!(out.contains("2 forced rebalances"), "{out}");
+}
+
+#[test]
+fn the_copier_demo_copies_and_verifies() {
+    let out = run_example("copier", &["--demo"], Duration::from_secs(240));
+    assert!(out.contains("0 lost, 0 duplicated"), "{out}");
+}
+
+#[test]
+fn the_windowed_word_count_verifies() {
+    let out = run_example("windowed_wordcount", &[], Duration::from_secs(240));
+    assert!(out.contains("0 wrong"), "{out}");
+}
