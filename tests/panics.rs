@@ -47,6 +47,23 @@ fn load_input(brokers: &str, input: &str) -> Vec<String> {
     values
 }
 
+/// The expected output of `values` and what `output` holds under read_committed, sorted.
+fn expected_and_read(brokers: &str, output: &str, values: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut want: Vec<String> = values
+        .iter()
+        .flat_map(|v| [format!("{v}-a"), format!("{v}-b")])
+        .collect();
+    let mut got: Vec<String> =
+        read_to_end(brokers, output, Isolation::ReadCommitted, READ_DEADLINE)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+            .collect();
+    want.sort();
+    got.sort();
+    (want, got)
+}
+
 #[test]
 fn a_panic_in_an_operator_commits_nothing_and_a_restart_resumes_exactly() {
     init_tracing();
@@ -75,17 +92,7 @@ fn a_panic_in_an_operator_commits_nothing_and_a_restart_resumes_exactly() {
     w.stop();
     w.join().unwrap();
 
-    let mut want: Vec<String> = values
-        .iter()
-        .flat_map(|v| [format!("{v}-a"), format!("{v}-b")])
-        .collect();
-    let mut got: Vec<String> = read_to_end(&b, &output, Isolation::ReadCommitted, READ_DEADLINE)
-        .unwrap()
-        .into_iter()
-        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
-        .collect();
-    want.sort();
-    got.sort();
+    let (want, got) = expected_and_read(&b, &output, &values);
     let dupes: Vec<&String> = got
         .windows(2)
         .filter(|w| w[0] == w[1])
@@ -143,17 +150,7 @@ fn with_on_panic_restart_the_worker_restarts_in_place_and_the_output_is_exact() 
         .expect("the worker restarts after the panic instead of stopping");
     assert_eq!(stats.recoveries, 1, "{stats:?}");
 
-    let mut want: Vec<String> = values
-        .iter()
-        .flat_map(|v| [format!("{v}-a"), format!("{v}-b")])
-        .collect();
-    let mut got: Vec<String> = read_to_end(&b, &output, Isolation::ReadCommitted, READ_DEADLINE)
-        .unwrap()
-        .into_iter()
-        .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
-        .collect();
-    want.sort();
-    got.sort();
+    let (want, got) = expected_and_read(&b, &output, &values);
     assert_eq!(got.len(), want.len(), "output records");
     assert!(got == want, "the output differs from the expected multiset");
     delete_topic(&b, &[&input, &output]).unwrap();
