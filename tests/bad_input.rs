@@ -142,12 +142,19 @@ fn records_older_than_the_outputs_retention_are_counted_and_warned_about() {
 #[test]
 fn an_unreachable_broker_is_reported() {
     // Port 1 on loopback: nothing listens there.
-    let err = Runtime::new(Config::new("unreachable", "127.0.0.1:1"))
+    let config = Config::new("unreachable", "127.0.0.1:1")
+        .with_startup_timeout(Duration::from_millis(1_500));
+    let err = Runtime::new(config)
         .spawn(Pipeline::copy("in", "out"))
         .unwrap()
         .join()
         .unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("a worker waits startup_timeout_ms (1500 ms) at its first start"),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .starts_with("cannot reach Kafka at 127.0.0.1:1"),

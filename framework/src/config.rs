@@ -156,6 +156,10 @@ pub struct Config {
     /// Deadline of one blocking Kafka call (commit, abort, send offsets), in ms
     /// (default 30_000).
     pub kafka_call_timeout_ms: u64,
+    /// How long a worker waits at its first start for the brokers to answer before it stops
+    /// with [`Error::Unreachable`](crate::Error::Unreachable), in ms (default 10_000;
+    /// 100..=3_600_000). Later, a broker that goes away is waited for (recovery in place).
+    pub startup_timeout_ms: u64,
     /// How many times a retriable error is retried before the cycle is aborted (default 5).
     pub max_retries: u32,
     /// How many times in a row (without a commit in between) a worker recovers in place
@@ -206,6 +210,7 @@ impl Default for Config {
             max_poll_interval_ms: 300_000,
             transaction_timeout_ms: 10_000,
             kafka_call_timeout_ms: 30_000,
+            startup_timeout_ms: 10_000,
             max_retries: 5,
             max_recoveries: 10,
             on_panic: OnPanic::Stop,
@@ -267,6 +272,7 @@ impl fmt::Debug for Config {
             .field("max_poll_interval_ms", &self.max_poll_interval_ms)
             .field("transaction_timeout_ms", &self.transaction_timeout_ms)
             .field("kafka_call_timeout_ms", &self.kafka_call_timeout_ms)
+            .field("startup_timeout_ms", &self.startup_timeout_ms)
             .field("max_retries", &self.max_retries)
             .field("max_recoveries", &self.max_recoveries)
             .field("on_panic", &self.on_panic)
@@ -354,6 +360,12 @@ impl Config {
     /// Sets what a panic in user code does.
     pub fn with_on_panic(mut self, on_panic: OnPanic) -> Self {
         self.on_panic = on_panic;
+        self
+    }
+
+    /// Sets how long a worker waits for the brokers at its first start.
+    pub fn with_startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout_ms = timeout.as_millis() as u64;
         self
     }
 
@@ -469,6 +481,7 @@ impl Config {
                 "MAX_POLL_INTERVAL_MS" => self.max_poll_interval_ms = num(&key, &v)?,
                 "TRANSACTION_TIMEOUT_MS" => self.transaction_timeout_ms = num(&key, &v)?,
                 "KAFKA_CALL_TIMEOUT_MS" => self.kafka_call_timeout_ms = num(&key, &v)?,
+                "STARTUP_TIMEOUT_MS" => self.startup_timeout_ms = num(&key, &v)?,
                 "MAX_RETRIES" => self.max_retries = num(&key, &v)?,
                 "MAX_RECOVERIES" => self.max_recoveries = num(&key, &v)?,
                 "ON_PANIC" => {
@@ -586,6 +599,12 @@ impl Config {
             600_000,
         )?;
         range("max_retries", u64::from(self.max_retries), 0, 1_000)?;
+        range(
+            "startup_timeout_ms",
+            self.startup_timeout_ms,
+            100,
+            3_600_000,
+        )?;
         range(
             "max_recoveries",
             u64::from(self.max_recoveries),

@@ -717,7 +717,7 @@ fn run_worker(
 ) -> Result<()> {
     let poison = Arc::new(Poison::default());
     let output = create_producer(&config, instance.transactional_id(), stats.clone())?;
-    let metadata_timeout = Duration::from_secs(10);
+    let metadata_timeout = Duration::from_millis(config.startup_timeout_ms);
     let app = &config.application_id;
     let topics: Vec<String> = pipeline
         .stages
@@ -729,7 +729,17 @@ fn run_worker(
         &config.brokers,
         &topics[0],
         metadata_timeout,
-    )?;
+    )
+    .map_err(|e| match e {
+        Error::Unreachable { brokers, message } => Error::Unreachable {
+            brokers,
+            message: format!(
+                "{message}; a worker waits startup_timeout_ms ({} ms) at its first start",
+                config.startup_timeout_ms
+            ),
+        },
+        other => other,
+    })?;
     let mut internal = HashSet::new();
     for name in pipeline.internal_topics() {
         let topic = format!("{app}-{name}");
