@@ -157,7 +157,7 @@ pub struct Config {
     /// (default 30_000).
     pub kafka_call_timeout_ms: u64,
     /// How long a worker waits at its first start for the brokers to answer before it stops
-    /// with [`Error::Unreachable`](crate::Error::Unreachable), in ms (default 10_000;
+    /// with [`Error::Unreachable`], in ms (default 10_000;
     /// 100..=3_600_000). Later, a broker that goes away is waited for (recovery in place).
     pub startup_timeout_ms: u64,
     /// How many times a retriable error is retried before the cycle is aborted (default 5).
