@@ -2,6 +2,14 @@
 
 use std::sync::Arc;
 
+/// The wall clock in ms since the epoch, as record timestamps count it (0 before 1970).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 /// One record header: a name and an optional value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {

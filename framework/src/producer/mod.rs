@@ -15,6 +15,7 @@ pub use sink::{Partitioning, Sink};
 
 use crate::error::{Error, KafkaOp, Result};
 use crate::observability::Stats;
+use crate::record::now_ms;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -121,7 +122,7 @@ impl WorkerProducer {
         let watched = self.retention.read().unwrap_or_else(|p| p.into_inner());
         if let Some(min) = watched.iter().map(|r| r.retention_ms).min() {
             self.retention_floor
-                .store(now_ms().saturating_sub(min), Ordering::Relaxed);
+                .store((now_ms() as i64).saturating_sub(min), Ordering::Relaxed);
         }
     }
 
@@ -131,7 +132,7 @@ impl WorkerProducer {
         let Some(r) = watched.iter().find(|r| r.topic == topic) else {
             return;
         };
-        let age_ms = now_ms().saturating_sub(timestamp);
+        let age_ms = (now_ms() as i64).saturating_sub(timestamp);
         if age_ms <= r.retention_ms {
             return;
         }
@@ -227,14 +228,6 @@ impl WorkerProducer {
             None,
         )
     }
-}
-
-/// The wall clock in ms since the epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Queues `record` on `producer`, waiting while librdkafka's queue is full (back-pressure:

@@ -109,7 +109,12 @@ impl WorkerState {
             task.cycle_start = Some(offset);
         }
         self.committer.before_record()?;
-        let divert = self.to_divert.get(&task.id).and_then(|d| d.get(&offset));
+        // Empty unless a bad record was found: no lookup on the per-record path otherwise.
+        let divert = if self.to_divert.is_empty() {
+            None
+        } else {
+            self.to_divert.get(&task.id).and_then(|d| d.get(&offset))
+        };
         let pushed = match divert {
             Some(reason) => divert_record(&self.bad_records, &self.output, m, reason),
             None => task.chain.push_message(m),

@@ -2,6 +2,7 @@
 //! same tree so that one batch applies both atomically.
 
 use crate::error::{Error, Result};
+use crate::record::now_ms;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -34,14 +35,6 @@ impl Checkpoint {
         (self.written_at_ms > 0)
             .then(|| std::time::Duration::from_millis(now_ms().saturating_sub(self.written_at_ms)))
     }
-}
-
-/// The wall clock in ms since the epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
 }
 
 /// The checkpoint as stores before `written_at_ms` wrote it.
