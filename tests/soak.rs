@@ -29,17 +29,9 @@ fn example(name: &str) -> PathBuf {
     copier_binary().with_file_name(name)
 }
 
-/// Peak RSS (VmHWM) of a running process, in MiB.
+/// Peak RSS (VmHWM) of a running worker, in MiB.
 fn peak_rss_mib(p: &LoggedProcess) -> f64 {
-    std::fs::read_to_string(format!("/proc/{}/status", p.child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    exactly_testkit::process::vm_mib(Some(p.child.id()), "VmHWM").unwrap_or(0.0)
 }
 
 struct Group {

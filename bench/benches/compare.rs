@@ -21,6 +21,7 @@
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use exactly_testkit as testkit;
+use exactly_testkit::process::{children, vm_mib};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -409,38 +410,20 @@ fn time_until_caught_up(
 
 /// The peak resident set of `child` and its children (VmHWM), MiB.
 fn peak_rss_mib(child: &Child) -> f64 {
-    fn hwm(pid: u32) -> f64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0)
-            / 1024.0
-    }
-    let pid = child.id();
-    let kids: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    kids.into_iter().map(hwm).fold(hwm(pid), f64::max)
+    let hwm = |pid| vm_mib(Some(pid), "VmHWM").unwrap_or(0.0);
+    children(child.id())
+        .into_iter()
+        .map(hwm)
+        .fold(hwm(child.id()), f64::max)
 }
 
 /// SIGTERM to the process and its children, then wait.
 fn stop(child: &mut Child) {
     let pid = child.id();
-    let kids: Vec<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
     // SAFETY: kill(2) with pids of processes this bench started.
     unsafe {
-        for k in &kids {
-            libc::kill(*k, libc::SIGTERM);
+        for k in children(pid) {
+            libc::kill(k as i32, libc::SIGTERM);
         }
         libc::kill(pid as i32, libc::SIGTERM);
     }

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod process;
 pub mod reader;
 pub mod topics;
 pub mod wordcount;

@@ -160,16 +160,7 @@ impl FrameworkHistograms {
 // Memory
 
 /// A `Vm*` field of `/proc/<pid>/status` (`None`: this process) in MiB.
-pub fn vm_mib(pid: Option<u32>, field: &str) -> Option<f64> {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/status"),
-        None => "/proc/self/status".to_string(),
-    };
-    let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
+pub use exactly_testkit::process::vm_mib;
 
 /// Resets this process's peak RSS (`VmHWM`) to its current RSS (Linux ≥ 4.0).
 pub fn reset_peak_rss() -> bool {
