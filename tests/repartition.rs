@@ -51,10 +51,8 @@ impl Corpus {
         wait_until_committed(&self.b, &self.group, &repartition, Duration::from_secs(180));
     }
 
-    /// The word count emits a word once per commit cycle (its record cache): under
-    /// `read_committed` each word's counts strictly increase — a replayed or duplicated cycle
-    /// would repeat or lower one — and the last one is the word's number of occurrences — a
-    /// lost record would leave it lower, a duplicated one higher.
+    /// Each word's counts strictly increase and end at its number of occurrences
+    /// (`wordcount::CountCheck`).
     fn assert_exact(&self) {
         let out = read_to_end(
             &self.b,
@@ -63,36 +61,9 @@ impl Corpus {
             READ_DEADLINE,
         )
         .unwrap();
-        let mut per_word: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for r in &out {
-            let w = String::from_utf8(r.key.clone().unwrap()).unwrap();
-            let n = String::from_utf8(r.value.clone().unwrap())
-                .unwrap()
-                .parse()
-                .unwrap();
-            per_word.entry(w).or_default().push(n);
-        }
-        let mut wrong = Vec::new();
-        for (w, n) in &self.expected {
-            let counts = per_word.get(w).cloned().unwrap_or_default();
-            let increasing = counts.windows(2).all(|p| p[0] < p[1]);
-            if !increasing || counts.last() != Some(n) {
-                wrong.push((w.clone(), *n, counts.len(), counts.last().copied()));
-            }
-        }
-        assert!(
-            wrong.is_empty(),
-            "{} words wrong (word, expected, outputs, last), e.g. {:?}",
-            wrong.len(),
-            &wrong[..wrong.len().min(5)]
-        );
-        assert_eq!(per_word.len(), self.expected.len());
-        let updates: usize = per_word.values().map(Vec::len).sum();
-        let words: u64 = self.expected.values().sum();
-        eprintln!(
-            "{updates} count updates for {words} words ({} distinct)",
-            self.expected.len()
-        );
+        let check = wordcount::CountCheck::of(&out, &self.expected);
+        assert!(check.is_exact(), "{check}");
+        eprintln!("{check} ({} distinct words)", self.expected.len());
     }
 
     fn cleanup(&self) {

@@ -34,6 +34,16 @@ fn start_local() -> std::result::Result<String, String> {
             return Ok(b);
         }
     }
+    let address = run_script(&["start"])?;
+    if address.is_empty() {
+        return Err("`scripts/kafka start` printed no address".into());
+    }
+    Ok(address)
+}
+
+/// Runs `scripts/kafka ARGS...` (its progress on stderr) and returns the last line it
+/// printed on stdout: for `start`, the bootstrap address list.
+pub(crate) fn run_script(args: &[&str]) -> std::result::Result<String, String> {
     let script = script();
     if !script.exists() {
         return Err(format!(
@@ -43,25 +53,25 @@ fn start_local() -> std::result::Result<String, String> {
     }
     let out = Command::new("bash")
         .arg(&script)
-        .arg("start")
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let what = format!("`{} {}`", script.display(), args.join(" "));
     if !out.status.success() {
         return Err(format!(
-            "`{} start` failed ({}); see its message above, or set KAFKA_BROKERS=host:port",
-            script.display(),
+            "{what} failed ({}); see its message above, or set KAFKA_BROKERS=host:port",
             out.status
         ));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
+    Ok(stdout
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .map(|l| l.trim().to_string())
-        .ok_or_else(|| format!("`{} start` printed no address", script.display()))
+        .unwrap_or_default())
 }
 
 /// Like [`bootstrap_servers`] but panics with the message: for tests and benches.

@@ -5,6 +5,8 @@
 //!
 //! - [`broker`]: the bootstrap servers, from `KAFKA_BROKERS` or the local broker that
 //!   `scripts/kafka start` runs (started once per machine, safe to call concurrently);
+//! - [`cluster`]: the local 3-node cluster (`scripts/kafka --brokers 3`): start it, kill a
+//!   node, find the coordinator and the partition leaders;
 //! - [`topics`]: unique names, create and delete topics, preload records;
 //! - [`reader`]: read a topic to its end under `read_committed` or `read_uncommitted`;
 //!   whether a group, or a whole application ([`app_caught_up`]), has committed its input;
@@ -14,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod cluster;
 pub mod process;
 pub mod reader;
 pub mod topics;
@@ -25,8 +28,8 @@ pub use reader::{
     app_caught_up, caught_up, committed_offsets, read_to_end, watermarks, Isolation, ReadRecord,
 };
 pub use topics::{
-    create_topic, create_topic_with, delete_records, delete_topic, produce, set_topic_config,
-    unique_name, Loader,
+    create_topic, create_topic_assigned, create_topic_with, delete_records, delete_topic, produce,
+    set_topic_config, unique_name, Loader,
 };
 
 /// An error of a testkit helper, with a message saying what to do.

@@ -68,8 +68,40 @@ pub fn create_topic_with(
     partitions: i32,
     configs: &[(&str, &str)],
 ) -> Result<()> {
+    create(
+        brokers,
+        topic,
+        partitions,
+        TopicReplication::Fixed(1),
+        configs,
+    )
+}
+
+/// Creates `topic` with the replicas of partition `p` on the nodes `assignment[p]` (the
+/// first one its preferred leader), and waits until every partition has a leader.
+///
+/// # Errors
+/// When the broker refuses (e.g. a node that does not exist).
+pub fn create_topic_assigned(brokers: &str, topic: &str, assignment: &[Vec<i32>]) -> Result<()> {
+    let replicas: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
+    create(
+        brokers,
+        topic,
+        assignment.len() as i32,
+        TopicReplication::Variable(&replicas),
+        &[],
+    )
+}
+
+fn create(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replication: TopicReplication<'_>,
+    configs: &[(&str, &str)],
+) -> Result<()> {
     let admin = admin(brokers)?;
-    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(topic, partitions, replication);
     for (k, v) in configs {
         new = new.set(k, v);
     }

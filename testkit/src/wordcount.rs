@@ -36,3 +36,75 @@ pub fn expected_counts<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeMap
     }
     counts
 }
+
+/// What a word count's `read_committed` output says next to the counts it must give.
+///
+/// The word count emits a word at most once per commit cycle (its record cache), so each
+/// word's counts strictly increase — a replayed or duplicated cycle would repeat or lower
+/// one — and its last count is its number of occurrences — a lost record would leave it
+/// lower, a duplicated one higher.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountCheck {
+    /// Count records read.
+    pub updates: usize,
+    /// Words whose last count is not their number of occurrences (word, expected, last).
+    pub wrong: Vec<(String, u64, Option<u64>)>,
+    /// Count records not above the word's previous count: a duplicate.
+    pub not_increasing: usize,
+    /// Words in the output that no input line has.
+    pub unexpected: usize,
+}
+
+impl CountCheck {
+    /// Checks `records` (key: word, value: count, UTF-8) against `expected`.
+    ///
+    /// # Panics
+    /// When a record is not a word and a count.
+    pub fn of(records: &[crate::ReadRecord], expected: &BTreeMap<String, u64>) -> CountCheck {
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        let mut check = CountCheck {
+            updates: records.len(),
+            ..CountCheck::default()
+        };
+        for r in records {
+            let word = String::from_utf8(r.key.clone().expect("a count without a word"))
+                .expect("a word that is not UTF-8");
+            let n: u64 = String::from_utf8(r.value.clone().expect("a word without a count"))
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .expect("a count that is not a number");
+            if let Some(prev) = last.insert(word, n) {
+                if n <= prev {
+                    check.not_increasing += 1;
+                }
+            }
+        }
+        for (w, n) in expected {
+            let got = last.get(w).copied();
+            if got != Some(*n) {
+                check.wrong.push((w.clone(), *n, got));
+            }
+        }
+        check.unexpected = last.keys().filter(|w| !expected.contains_key(*w)).count();
+        check
+    }
+
+    /// Every word counted once per occurrence, no count repeated or lowered.
+    pub fn is_exact(&self) -> bool {
+        self.wrong.is_empty() && self.not_increasing == 0 && self.unexpected == 0
+    }
+}
+
+impl std::fmt::Display for CountCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} count records, {} wrong final counts (word, expected, last: {:?}), {} counts not above the previous one, {} unexpected words",
+            self.updates,
+            self.wrong.len(),
+            &self.wrong[..self.wrong.len().min(5)],
+            self.not_increasing,
+            self.unexpected
+        )
+    }
+}

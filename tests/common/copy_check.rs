@@ -107,6 +107,22 @@ impl Feeder {
         total: u64,
         per_second: u64,
     ) -> Feeder {
+        let parts = partitions as u64;
+        Feeder::start_with(brokers, topic, total, per_second, move |i| {
+            let p = (i % parts) as i32;
+            (p, format!("p{p}-{:08}", i / parts))
+        })
+    }
+
+    /// Writes `total` records, record `i` being `record(i)` = (partition, value), at about
+    /// `per_second`, from a background thread.
+    pub fn start_with(
+        brokers: &str,
+        topic: &str,
+        total: u64,
+        per_second: u64,
+        record: impl Fn(u64) -> (i32, String) + Send + 'static,
+    ) -> Feeder {
         let (b, t) = (brokers.to_string(), topic.to_string());
         let handle = std::thread::spawn(move || {
             let loader = Loader::new(&b).expect("loader");
@@ -116,12 +132,8 @@ impl Feeder {
             while sent < total {
                 let n = batch.min(total - sent);
                 let records = (sent..sent + n).map(|i| {
-                    let p = (i % partitions as u64) as i32;
-                    (
-                        Some(p),
-                        None::<&str>,
-                        format!("p{p}-{:08}", i / partitions as u64),
-                    )
+                    let (p, value) = record(i);
+                    (Some(p), None::<&str>, value)
                 });
                 loader.send(&t, records).expect("feed input");
                 sent += n;
