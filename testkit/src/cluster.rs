@@ -8,10 +8,8 @@
 //! 0 of those topics ([`coordinator`]).
 
 use super::broker::run_script;
+use super::reader::partition_leaders;
 use super::{err, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
-use std::time::Duration;
 
 /// The number of nodes of the local cluster.
 pub const NODES: i32 = 3;
@@ -52,29 +50,10 @@ pub fn stop() -> Result<()> {
 /// # Errors
 /// When the metadata cannot be read or the topic does not exist.
 pub fn leaders(brokers: &str, topic: &str) -> Result<Vec<i32>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(|e| {
-            err(format!(
-                "cannot create a metadata client for {brokers}: {e}"
-            ))
-        })?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| err(format!("metadata of {topic}: {e}")))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .ok_or_else(|| err(format!("no metadata for topic {topic}")))?;
-    let mut by_partition: Vec<(i32, i32)> = t
-        .partitions()
-        .iter()
-        .map(|p| (p.id(), p.leader()))
-        .collect();
-    by_partition.sort_unstable();
-    Ok(by_partition.into_iter().map(|(_, leader)| leader).collect())
+    Ok(partition_leaders(brokers, topic)?
+        .into_iter()
+        .map(|(_, leader)| leader)
+        .collect())
 }
 
 /// The node that coordinates every transactional id (the leader of

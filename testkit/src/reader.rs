@@ -54,7 +54,13 @@ fn client(brokers: &str, isolation: Isolation) -> Result<BaseConsumer> {
         .map_err(|e| err(format!("cannot create a reader: {e}")))
 }
 
-fn partitions(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+/// `(partition, leader node)` of every partition of `topic` (leader -1: none now), by
+/// partition.
+pub(crate) fn partition_leaders(brokers: &str, topic: &str) -> Result<Vec<(i32, i32)>> {
+    leaders_by(&client(brokers, Isolation::ReadUncommitted)?, topic)
+}
+
+fn leaders_by(c: &BaseConsumer, topic: &str) -> Result<Vec<(i32, i32)>> {
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| err(format!("metadata of {topic}: {e}")))?;
@@ -63,7 +69,17 @@ fn partitions(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
         .iter()
         .find(|t| t.name() == topic && t.error().is_none())
         .ok_or_else(|| err(format!("topic {topic} does not exist")))?;
-    Ok(t.partitions().iter().map(|p| p.id()).collect())
+    let mut leaders: Vec<(i32, i32)> = t
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), p.leader()))
+        .collect();
+    leaders.sort_unstable();
+    Ok(leaders)
+}
+
+fn partitions(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    Ok(leaders_by(c, topic)?.into_iter().map(|(p, _)| p).collect())
 }
 
 /// Low and high watermarks `(partition, low, high)` of every partition of `topic`: where
