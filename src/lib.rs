@@ -36,7 +36,7 @@ pub use exactly_operators as operators;
 
 pub use exactly_framework::{
     Assignment, BadRecords, Codec, Config, Error, Guarantee, OnPanic, Pipeline, Record, Result,
-    Runtime, Serde, Sink, Stream, Worker,
+    Runtime, Sasl, Secret, Security, Serde, Sink, Stream, Tls, Worker,
 };
 
 /// Everything a pipeline author needs in scope.

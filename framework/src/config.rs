@@ -6,6 +6,7 @@
 //! librdkafka properties, `_` standing for `.`).
 
 use crate::error::{Error, Result};
+use crate::security::{Security, SECURITY_PROPERTIES};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -185,8 +186,11 @@ pub struct Config {
     /// How often the records of a repartition hop that are committed get deleted from it
     /// (DeleteRecords), in ms (default 30_000, as Kafka Streams; 100..=86_400_000).
     pub repartition_purge_interval_ms: u64,
+    /// TLS and SASL for every client the runtime creates (default plaintext); see
+    /// [`Security`].
+    pub security: Security,
     /// Raw librdkafka properties passed to every client (consumer and producer). Values whose
-    /// key mentions a password, secret or jaas config are hidden in `Debug`.
+    /// key mentions a password, secret, token or jaas config are hidden in `Debug`.
     pub kafka: BTreeMap<String, String>,
     /// Raw librdkafka properties for the consumer only (e.g. `heartbeat.interval.ms`).
     pub kafka_consumer: BTreeMap<String, String>,
@@ -218,6 +222,7 @@ impl Default for Config {
             cache_max_bytes: 10 * 1024 * 1024,
             state_store_cache_bytes: 64 * 1024 * 1024,
             repartition_purge_interval_ms: 30_000,
+            security: Security::default(),
             kafka: BTreeMap::new(),
             kafka_consumer: BTreeMap::new(),
             kafka_producer: BTreeMap::new(),
@@ -248,16 +253,6 @@ fn hide(m: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kafka: BTreeMap<&str, &str> = self
-            .kafka
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret(k) { "<hidden>" } else { v.as_str() },
-                )
-            })
-            .collect();
         f.debug_struct("Config")
             .field("application_id", &self.application_id)
             .field("brokers", &self.brokers)
@@ -286,7 +281,8 @@ impl fmt::Debug for Config {
                 "repartition_purge_interval_ms",
                 &self.repartition_purge_interval_ms,
             )
-            .field("kafka", &kafka)
+            .field("security", &self.security)
+            .field("kafka", &hide(&self.kafka))
             .field("kafka_consumer", &hide(&self.kafka_consumer))
             .field("kafka_producer", &hide(&self.kafka_producer))
             .finish()
@@ -400,6 +396,12 @@ impl Config {
         self
     }
 
+    /// Sets TLS and SASL for every client (see [`Security`]).
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// Adds a raw librdkafka property for every client.
     pub fn with_kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.kafka.insert(key.into(), value.into());
@@ -441,10 +443,15 @@ impl Config {
             v.parse()
                 .map_err(|_| Error::config(key, format!("`{v}` is not a whole number")))
         }
+        let mut security = BTreeMap::new();
         for (key, v) in vars {
             let Some(field) = key.strip_prefix("EXACTLY_") else {
                 continue;
             };
+            if crate::security::ENV_VARS.contains(&field) {
+                security.insert(field.to_string(), v);
+                continue;
+            }
             match field {
                 "APPLICATION_ID" => self.application_id = v,
                 "BROKERS" => self.brokers = v,
@@ -517,6 +524,7 @@ impl Config {
                 _ => {}
             }
         }
+        self.security = std::mem::take(&mut self.security).overlay(&security)?;
         Ok(self)
     }
 
@@ -654,6 +662,21 @@ impl Config {
                 ));
             }
         }
+        if self.security.is_set() {
+            for key in self
+                .kafka
+                .keys()
+                .chain(self.kafka_consumer.keys())
+                .chain(self.kafka_producer.keys())
+            {
+                if SECURITY_PROPERTIES.contains(&key.as_str()) {
+                    return Err(Error::config(
+                        key.clone(),
+                        "is set by the `security` setting too: set TLS and SASL in one place",
+                    ));
+                }
+            }
+        }
         if self.guarantee == Guarantee::ExactlyOnce {
             let set = self
                 .kafka_producer
@@ -677,17 +700,26 @@ impl Config {
         }
         // librdkafka knows its properties: let it reject unknown names and bad values, for
         // each client as the runtime configures it.
-        probe::<rdkafka::producer::BaseProducer>(self.client_config(false))?;
-        let mut consumer = self.client_config(true);
+        probe::<rdkafka::producer::BaseProducer>(self.client_config(false)?)?;
+        let mut consumer = self.client_config(true)?;
         consumer.set("group.id", &self.application_id);
         probe::<rdkafka::consumer::BaseConsumer>(consumer)?;
         Ok(())
     }
 
-    /// The raw properties for the consumer (`consumer == true`) or the producer.
-    pub(crate) fn client_config(&self, consumer: bool) -> rdkafka::ClientConfig {
+    /// The librdkafka properties of a consumer (`consumer == true`) or a producer (and of
+    /// the admin clients) of this configuration: the brokers, [`Security`] with its secrets
+    /// read now, and the raw properties. Clients the runtime does not create (a reader of the
+    /// output, a tool) reach the cluster the same way with these.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a secret cannot be read.
+    pub fn client_config(&self, consumer: bool) -> Result<rdkafka::ClientConfig> {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in self.security.properties()? {
+            c.set(k, v);
+        }
         let own = if consumer {
             &self.kafka_consumer
         } else {
@@ -696,7 +728,7 @@ impl Config {
         for (k, v) in self.kafka.iter().chain(own) {
             c.set(k, v);
         }
-        c
+        Ok(c)
     }
 
     /// librdkafka's name of the assignment strategy.

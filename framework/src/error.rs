@@ -142,6 +142,22 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
+    /// The cluster's authorizer refused a request: the principal lacks an ACL. Nothing of
+    /// the open transaction is committed; a restart would be refused the same way, so the
+    /// worker stops at once (no retry, no recovery in place) and says what to grant.
+    #[error("not authorized: {op} needs {operation} on {resource_type} {} ({reason}); grant it: kafka-acls.sh --add --allow-principal User:<principal> --operation {} {} (docs/security.md lists every ACL an application needs)", resource.as_deref().map_or("(the resource this call names)".to_string(), |r| format!("`{r}`")), acl_operation(operation), acl_resource(resource_type, resource.as_deref()))]
+    NotAuthorized {
+        /// The operation refused.
+        op: KafkaOp,
+        /// `TOPIC`, `GROUP`, `TRANSACTIONAL_ID` or `CLUSTER`.
+        resource_type: &'static str,
+        /// The resource's name, when the refused call is known to name one.
+        resource: Option<String>,
+        /// The ACL operation it needs: `READ`, `WRITE`, `CREATE`, `DESCRIBE`, ...
+        operation: &'static str,
+        /// The broker's error.
+        reason: String,
+    },
     /// Another instance took over this worker's partitions or transactional id: this
     /// instance can no longer commit and stops (a "zombie").
     #[error("this worker was fenced during {op}: {reason}; nothing of its open transaction is committed. Another worker may own its partitions now: the worker starts again with a new producer and rejoins the group (exactly_recoveries_total), unless max_recoveries is spent")]
@@ -264,7 +280,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// Builds a [`Error::Kafka`], turning fencing codes into [`Error::Fenced`].
+    /// Builds a [`Error::Kafka`], turning fencing codes into [`Error::Fenced`] and
+    /// authorization codes into [`Error::NotAuthorized`] (name the resource with
+    /// [`naming`](Self::naming)).
     pub fn kafka(op: KafkaOp, source: KafkaError) -> Self {
         if let Some(code) = source.rdkafka_error_code() {
             if is_fencing_code(code) {
@@ -273,8 +291,44 @@ impl Error {
                     reason: source.to_string(),
                 };
             }
+            if let Some((resource_type, operation)) = needed_acl(op, code) {
+                return Error::NotAuthorized {
+                    op,
+                    resource_type,
+                    resource: None,
+                    operation,
+                    reason: source.to_string(),
+                };
+            }
         }
         Error::Kafka { op, source }
+    }
+
+    /// Sets the ACL operation an [`Error::NotAuthorized`] needs, when the caller knows
+    /// better than the call (a metadata lookup of an output topic needs `WRITE`, of an input
+    /// `READ`); other errors are returned as they are.
+    pub fn needing(mut self, operation: &'static str) -> Self {
+        if let Error::NotAuthorized { operation: o, .. } = &mut self {
+            *o = operation;
+        }
+        self
+    }
+
+    /// Names the resource of an [`Error::NotAuthorized`] of `resource_type` that names none
+    /// yet (the caller knows which topic, group or transactional id it asked for); other
+    /// errors are returned as they are.
+    pub fn naming(mut self, resource_type: &str, name: impl Into<String>) -> Self {
+        if let Error::NotAuthorized {
+            resource_type: t,
+            resource: r @ None,
+            ..
+        } = &mut self
+        {
+            if *t == resource_type {
+                *r = Some(name.into());
+            }
+        }
+        self
     }
 
     /// Builds an [`Error::Config`].
@@ -338,6 +392,7 @@ impl Error {
             | Error::MissingTopic { .. }
             | Error::Unreachable { .. }
             | Error::AbortedInARow { .. }
+            | Error::NotAuthorized { .. }
             | Error::Worker(_) => Action::Fatal,
             // A record that cannot be processed is not made processable by an abort; the
             // runtime stops so that nothing after it is committed (nothing is lost).
@@ -363,6 +418,54 @@ fn is_fencing_code(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::FencedInstanceId
             | RDKafkaErrorCode::UnknownMemberId
     )
+}
+
+/// The ACL (resource type, operation) an authorization error code says `op` lacks.
+fn needed_acl(op: KafkaOp, code: RDKafkaErrorCode) -> Option<(&'static str, &'static str)> {
+    use RDKafkaErrorCode as C;
+    Some(match code {
+        C::TopicAuthorizationFailed => match op {
+            KafkaOp::Metadata => ("TOPIC", "DESCRIBE"),
+            KafkaOp::Subscribe | KafkaOp::Poll | KafkaOp::Seek | KafkaOp::FetchCommitted => {
+                ("TOPIC", "READ")
+            }
+            KafkaOp::Admin => ("TOPIC", "CREATE"),
+            _ => ("TOPIC", "WRITE"),
+        },
+        C::GroupAuthorizationFailed => ("GROUP", "READ"),
+        C::TransactionalIdAuthorizationFailed => ("TRANSACTIONAL_ID", "WRITE"),
+        C::ClusterAuthorizationFailed => match op {
+            KafkaOp::InitTransactions | KafkaOp::Produce | KafkaOp::Flush => {
+                ("CLUSTER", "IDEMPOTENT_WRITE")
+            }
+            _ => ("CLUSTER", "DESCRIBE_CONFIGS"),
+        },
+        _ => return None,
+    })
+}
+
+/// `kafka-acls.sh`'s spelling of an operation: `DESCRIBE_CONFIGS` → `DescribeConfigs`.
+fn acl_operation(operation: &str) -> String {
+    operation
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map_or(String::new(), |f| {
+                f.to_string() + &c.as_str().to_ascii_lowercase()
+            })
+        })
+        .collect()
+}
+
+/// `kafka-acls.sh`'s resource option: `--topic NAME`, `--group NAME`, ...
+fn acl_resource(resource_type: &str, name: Option<&str>) -> String {
+    let name = name.unwrap_or("NAME");
+    match resource_type {
+        "TOPIC" => format!("--topic {name}"),
+        "GROUP" => format!("--group {name}"),
+        "TRANSACTIONAL_ID" => format!("--transactional-id {name}"),
+        _ => "--cluster".to_string(),
+    }
 }
 
 /// Kafka errors that a new producer and consumer meet again: configuration, authorization,
@@ -508,6 +611,38 @@ mod tests {
         );
         assert!(matches!(e, Error::Kafka { .. }), "{e:?}");
         assert_eq!(e.action(), Action::Abort);
+    }
+
+    #[test]
+    fn authorization_errors_stop_and_name_the_acl() {
+        let e = Error::kafka(
+            KafkaOp::Produce,
+            KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed),
+        )
+        .naming("GROUP", "not-this")
+        .naming("TOPIC", "counts");
+        assert_eq!(e.action(), Action::Fatal);
+        assert_eq!(e.recovery_cause(), None);
+        let msg = e.to_string();
+        assert!(msg.contains("needs WRITE on TOPIC `counts`"), "{msg}");
+        assert!(msg.contains("--operation Write --topic counts"), "{msg}");
+        let e = Error::kafka(
+            KafkaOp::InitTransactions,
+            KafkaError::MetadataFetch(RDKafkaErrorCode::TransactionalIdAuthorizationFailed),
+        );
+        assert!(
+            matches!(
+                &e,
+                Error::NotAuthorized {
+                    resource_type: "TRANSACTIONAL_ID",
+                    operation: "WRITE",
+                    resource: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(acl_operation("DESCRIBE_CONFIGS"), "DescribeConfigs");
     }
 
     #[test]

@@ -37,7 +37,7 @@
 //!              global tables and their reader service
 //! producer     the worker-wide producer and the Sink description
 //! topics       topic names, metadata checks, internal topics
-//! ground       error, config, record, codec, observability, poison, instance
+//! ground       error, security, config, record, codec, observability, poison, instance
 //! ```
 //!
 //! The commit core talks to traits for the producer, the consumer and the tasks, so each
@@ -59,6 +59,7 @@ pub(crate) mod poison;
 pub mod producer;
 pub mod record;
 pub mod runtime;
+pub mod security;
 pub mod state;
 pub mod table;
 #[cfg(feature = "testing")]
@@ -74,4 +75,5 @@ pub use pipeline::{BadRecords, Pipeline, Stream};
 pub use producer::{Partitioning, Sink};
 pub use record::{Header, Origin, Record, TaskId};
 pub use runtime::{Runtime, Worker};
+pub use security::{Sasl, Secret, Security, Tls};
 pub use state::{KeyedState, StateDescriptor};

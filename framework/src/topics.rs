@@ -73,7 +73,7 @@ pub fn topic_partitions<C: ClientContext>(
                     message: format!("no broker answered within {timeout:?} ({e})"),
                 }
             }
-            other => Error::kafka(KafkaOp::Metadata, other),
+            other => Error::kafka(KafkaOp::Metadata, other).naming("TOPIC", topic),
         })?;
     let missing = || Error::MissingTopic {
         topic: topic.to_string(),
@@ -93,7 +93,8 @@ pub fn topic_partitions<C: ClientContext>(
         Some(e) => Err(Error::kafka(
             KafkaOp::Metadata,
             KafkaError::MetadataFetch(RDKafkaErrorCode::from(e)),
-        )),
+        )
+        .naming("TOPIC", topic)),
     }
 }
 
@@ -130,7 +131,7 @@ const DEFAULT_DELETE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// The worker's admin client.
 pub(crate) fn client(config: &Config) -> Result<AdminClient<DefaultClientContext>> {
     config
-        .client_config(false)
+        .client_config(false)?
         .create()
         .map_err(|e| Error::kafka(KafkaOp::CreateClient, e))
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &[
         "error",
+        "security",
         "config",
         "record",
         "codec",

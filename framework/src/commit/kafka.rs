@@ -106,12 +106,7 @@ impl Transactions for KafkaTransactions {
             .flush(self.timeout)
             .map_err(|e| self.error(KafkaOp::Flush, e))?;
         if failures() != before {
-            return Err(Error::kafka(
-                KafkaOp::Produce,
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::Fail,
-                ),
-            ));
+            return Err(self.output.producer.context().last_failure());
         }
         Ok(())
     }

@@ -2,11 +2,16 @@
 //! through the `metrics` facade ([`metric`]: every name, with its kind, labels and meaning).
 //!
 //! Nothing is collected until a recorder is installed. With the `prometheus` feature,
-//! [`install_prometheus`] serves every metric on `http://ADDR/metrics`. Tracing spans:
+//! [`MetricsEndpoint`] (or [`install_prometheus`]) serves every metric on
+//! `http://ADDR/metrics`, on that address only, optionally behind a bearer token. Tracing spans:
 //! `commit_cycle` (per cycle) and `rebalance` (per revocation).
 
+#[cfg(feature = "prometheus")]
+mod endpoint;
 mod stats;
 
+#[cfg(feature = "prometheus")]
+pub use endpoint::MetricsEndpoint;
 pub use stats::{Stats, StatsSnapshot};
 
 /// The metrics the runtime and the operators emit. `docs/metrics.md` is generated from
@@ -93,20 +98,13 @@ pub mod metric {
     }
 }
 
-/// Serves every metric in the Prometheus text format on `addr` (e.g. `127.0.0.1:9000`).
+/// Serves every metric in the Prometheus text format on `http://ADDR/metrics` (e.g.
+/// `127.0.0.1:9000`), without a token: [`MetricsEndpoint`] is the same with options.
 ///
 /// # Errors
 /// [`Error::Config`](crate::Error::Config) (`metrics_addr`) when the listener cannot be
 /// installed, e.g. the port is taken or a recorder is already installed.
 #[cfg(feature = "prometheus")]
 pub fn install_prometheus(addr: std::net::SocketAddr) -> crate::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| {
-            crate::Error::config(
-                "metrics_addr",
-                format!("cannot serve metrics on {addr}: {e}"),
-            )
-        })
+    MetricsEndpoint::new(addr).install().map(drop)
 }

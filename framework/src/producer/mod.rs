@@ -21,7 +21,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// A partition whose delivered offsets are tracked (see [`WorkerProducer::track`]).
@@ -34,6 +34,11 @@ const UNTRACKED: usize = 0;
 /// Delivery reports: failures, and the last delivered offset of tracked partitions.
 pub(crate) struct DeliveryContext {
     pub(crate) delivery_failures: AtomicU64,
+    /// The last failed delivery: its error and topic.
+    last_failure: Mutex<Option<(RDKafkaErrorCode, String)>>,
+    /// The last error the client reported (a failed TLS handshake, an authentication
+    /// failure), for errors that would otherwise say only "transport failure".
+    last_client_error: Mutex<Option<String>>,
     /// Slot `i` (from 1) holds the highest delivered offset of tracked partition `i`, or -1.
     delivered: RwLock<Vec<Arc<AtomicI64>>>,
 }
@@ -42,20 +47,67 @@ impl DeliveryContext {
     pub(crate) fn new() -> Self {
         DeliveryContext {
             delivery_failures: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+            last_client_error: Mutex::new(None),
             delivered: RwLock::new(vec![Arc::new(AtomicI64::new(-1))]),
         }
     }
 }
 
-impl ClientContext for DeliveryContext {}
+impl DeliveryContext {
+    /// The error to report for failed deliveries: [`Error::NotAuthorized`] naming the topic
+    /// when the last one was refused by the authorizer, otherwise a produce failure that
+    /// aborts the cycle (whatever the individual reports said).
+    pub(crate) fn last_failure(&self) -> Error {
+        let last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((code, topic)) = last.as_ref() {
+            let e = Error::kafka(KafkaOp::Produce, KafkaError::MessageProduction(*code));
+            if matches!(e, Error::NotAuthorized { .. }) {
+                return e.naming("TOPIC", topic.clone());
+            }
+        }
+        Error::kafka(
+            KafkaOp::Produce,
+            KafkaError::MessageProduction(RDKafkaErrorCode::Fail),
+        )
+    }
+}
+
+impl DeliveryContext {
+    /// The last error the client reported, if any.
+    pub(crate) fn last_client_error(&self) -> Option<String> {
+        self.last_client_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!(target: "librdkafka", %error, "{reason}");
+        // "1/1 brokers are down" follows the error that says why.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        *self
+            .last_client_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, slot: usize) {
         match result {
-            Err((e, _)) => {
+            Err((e, m)) => {
+                use rdkafka::message::Message;
+                let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((code, m.topic().to_string()));
                 self.delivery_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "an output record was not delivered");
+                tracing::warn!(error = %e, topic = m.topic(), "an output record was not delivered");
             }
             Ok(m) if slot != UNTRACKED => {
                 use rdkafka::message::Message;
@@ -211,7 +263,8 @@ impl WorkerProducer {
                 self.check_retention(topic, ts);
             }
         }
-        enqueue(&self.producer, record).map_err(|e| Error::kafka(KafkaOp::Produce, e))?;
+        enqueue(&self.producer, record)
+            .map_err(|e| Error::kafka(KafkaOp::Produce, e).naming("TOPIC", topic))?;
         self.stats.records_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -13,7 +13,7 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
     config: &Config,
     context: C,
 ) -> Result<BaseConsumer<C>> {
-    let mut c = config.client_config(true);
+    let mut c = config.client_config(true)?;
     let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_consumer.contains_key(k);
     c.set("group.id", &config.application_id)
         .set("isolation.level", "read_committed")

@@ -595,7 +595,7 @@ fn create_producer(
     transactional_id: &str,
     stats: Arc<Stats>,
 ) -> Result<Arc<WorkerProducer>> {
-    let mut c = config.client_config(false);
+    let mut c = config.client_config(false)?;
     let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_producer.contains_key(k);
     if !user_set("queue.buffering.max.kbytes") {
         // librdkafka buffers up to 1 GiB of unsent records by default; past this bound a
@@ -657,7 +657,7 @@ pub(crate) fn supervise(
         );
         let err = match result {
             Ok(()) => return Ok(()),
-            Err(err) => err,
+            Err(err) => name_resources(err, &config, &instance, &pipeline),
         };
         // A broker that is away at the first start is reported (a wrong address looks the
         // same); once the worker has run, it is waited for. A panic restarts only when the
@@ -712,6 +712,43 @@ pub(crate) fn supervise(
     }
 }
 
+/// Names what an [`Error::NotAuthorized`] that names nothing yet was refused on, from what
+/// this worker asks for: its group, its transactional id, its input topics (`READ`) or the
+/// topics it writes (`WRITE`, `CREATE`).
+fn name_resources(err: Error, config: &Config, instance: &Instance, pipeline: &Pipeline) -> Error {
+    let app = &config.application_id;
+    let err = err
+        .naming("GROUP", app)
+        .naming("TRANSACTIONAL_ID", instance.transactional_id());
+    let Error::NotAuthorized {
+        resource_type: "TOPIC",
+        resource: None,
+        operation,
+        ..
+    } = &err
+    else {
+        return err;
+    };
+    let topics: Vec<String> = if *operation == "READ" {
+        pipeline
+            .stages
+            .iter()
+            .map(|s| s.input.resolve(app))
+            .collect()
+    } else {
+        std::iter::once(pipeline.output.clone())
+            .chain(pipeline.side_topics.iter().cloned())
+            .chain(
+                pipeline
+                    .internal_topics()
+                    .into_iter()
+                    .map(|t| format!("{app}-{t}")),
+            )
+            .collect()
+    };
+    err.naming("TOPIC", topics.join(" or "))
+}
+
 /// Runs one incarnation of a worker until `stop` is set or a fatal error happens.
 fn run_worker(
     config: Config,
@@ -739,11 +776,17 @@ fn run_worker(
         Error::Unreachable { brokers, message } => Error::Unreachable {
             brokers,
             message: format!(
-                "{message}; a worker waits startup_timeout_ms ({} ms) at its first start",
+                "{message}{}; a worker waits startup_timeout_ms ({} ms) at its first start",
+                output
+                    .producer
+                    .context()
+                    .last_client_error()
+                    .map(|r| format!("; the client reported: {r}"))
+                    .unwrap_or_default(),
                 config.startup_timeout_ms
             ),
         },
-        other => other,
+        other => other.needing("READ"),
     })?;
     let mut internal = HashSet::new();
     for name in pipeline.internal_topics() {
@@ -761,14 +804,16 @@ fn run_worker(
         &config.brokers,
         &pipeline.output,
         metadata_timeout,
-    )?;
+    )
+    .map_err(|e| e.needing("WRITE"))?;
     for side in &pipeline.side_topics {
         topics::partition_count(
             output.producer.client(),
             &config.brokers,
             side,
             metadata_timeout,
-        )?;
+        )
+        .map_err(|e| e.needing("WRITE"))?;
     }
     // Records older than an output's retention.ms vanish soon after they are written: the
     // producer warns once per topic (a topic whose configs cannot be read is not watched).

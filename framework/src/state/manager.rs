@@ -115,7 +115,7 @@ impl StateManager {
             None => {
                 let c: BaseConsumer = self
                     .config
-                    .client_config(true)
+                    .client_config(true)?
                     .set("isolation.level", "read_uncommitted")
                     .set("enable.auto.commit", "false")
                     .create()
@@ -138,7 +138,7 @@ impl StateManager {
         if guard.is_none() {
             let c: BaseConsumer = self
                 .config
-                .client_config(true)
+                .client_config(true)?
                 .set(
                     "group.id",
                     format!("{}-restore", self.config.application_id),

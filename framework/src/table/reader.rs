@@ -234,7 +234,7 @@ where
     K: Eq + Hash + Send + Sync + 'static,
     T: Send + Sync + 'static,
 {
-    let mut client = config.client_config(true);
+    let mut client = config.client_config(true)?;
     client
         // Needed by librdkafka, never joined: the table reader assigns itself partitions
         // and commits nothing.
