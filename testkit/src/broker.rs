@@ -44,6 +44,22 @@ fn start_local() -> std::result::Result<String, String> {
 /// Runs `scripts/kafka ARGS...` (its progress on stderr) and returns the last line it
 /// printed on stdout: for `start`, the bootstrap address list.
 pub(crate) fn run_script(args: &[&str]) -> std::result::Result<String, String> {
+    run_script_with_input(args, None).map(|out| {
+        out.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Runs `scripts/kafka ARGS...` with `input` on its stdin (or none) and returns all it
+/// printed on stdout.
+pub(crate) fn run_script_with_input(
+    args: &[&str],
+    input: Option<&str>,
+) -> std::result::Result<String, String> {
+    use std::io::Write;
     let script = script();
     if !script.exists() {
         return Err(format!(
@@ -51,12 +67,25 @@ pub(crate) fn run_script(args: &[&str]) -> std::result::Result<String, String> {
             script.display()
         ));
     }
-    let out = Command::new("bash")
+    let mut child = Command::new("bash")
         .arg(&script)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("cannot write to {}: {e}", script.display()))?;
+    }
+    let out = child
+        .wait_with_output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     let what = format!("`{} {}`", script.display(), args.join(" "));
     if !out.status.success() {
@@ -65,13 +94,22 @@ pub(crate) fn run_script(args: &[&str]) -> std::result::Result<String, String> {
             out.status
         ));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Ok(stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-        .unwrap_or_default())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A librdkafka client configuration for `brokers`, with the TLS and SASL settings and raw
+/// properties of the `EXACTLY_*` environment variables (as [`Config::with_env`] reads
+/// them), so the testkit's own clients reach a secured cluster the way the runtime does.
+///
+/// # Errors
+/// When a variable does not parse or a secret cannot be read.
+///
+/// [`Config::with_env`]: exactly_framework::Config::with_env
+pub fn client_config(brokers: &str) -> Result<rdkafka::ClientConfig> {
+    exactly_framework::Config::new("exactly-testkit", brokers)
+        .with_env()
+        .and_then(|c| c.client_config(true))
+        .map_err(|e| super::err(format!("the testkit's client configuration: {e}")))
 }
 
 /// Like [`bootstrap_servers`] but panics with the message: for tests and benches.

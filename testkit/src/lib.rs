@@ -7,6 +7,7 @@
 //!   `scripts/kafka start` runs (started once per machine, safe to call concurrently);
 //! - [`cluster`]: the local 3-node cluster (`scripts/kafka --brokers 3`): start it, kill a
 //!   node, find the coordinator and the partition leaders;
+//! - [`secure`]: the local secured broker (`scripts/kafka --secure`): TLS, SASL and ACLs;
 //! - [`topics`]: unique names, create and delete topics, preload records;
 //! - [`reader`]: read a topic to its end under `read_committed` or `read_uncommitted`;
 //!   whether a group, or a whole application ([`app_caught_up`]), has committed its input;
@@ -19,6 +20,7 @@ pub mod broker;
 pub mod cluster;
 pub mod process;
 pub mod reader;
+pub mod secure;
 pub mod topics;
 pub mod wordcount;
 

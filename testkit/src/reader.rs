@@ -5,10 +5,11 @@
 //! stable offset, so reaching the high watermark also proves that no transaction is left
 //! open (LSO == HW). The deadline only turns a hanging transaction into an error.
 
+use super::broker::client_config;
 use super::{err, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
 /// The isolation level of a reader.
@@ -38,8 +39,7 @@ pub struct ReadRecord {
 }
 
 fn client(brokers: &str, isolation: Isolation) -> Result<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    client_config(brokers)?
         .set("group.id", "exactly-testkit-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -193,8 +193,7 @@ pub fn committed_offsets(
     group: &str,
     topic: &str,
 ) -> Result<Vec<(i32, Option<i64>)>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer = client_config(brokers)?
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

@@ -1,10 +1,10 @@
 //! Topic names, creation, deletion, and preloading records.
 
+use super::broker::client_config;
 use super::{err, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientConfig;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -23,8 +23,7 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    client_config(brokers)?
         .create()
         .map_err(|e| err(format!("cannot create an admin client for {brokers}: {e}")))
 }
@@ -215,8 +214,7 @@ impl Loader {
     /// # Errors
     /// When the producer cannot be created.
     pub fn new(brokers: &str) -> Result<Loader> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer = client_config(brokers)?
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
             .set("queue.buffering.max.messages", "500000")
