@@ -49,6 +49,10 @@ struct Args {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9000).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Answer only requests with `Authorization: Bearer <token>` on --metrics-addr, the
+    /// token read from this file.
+    #[arg(long, requires = "metrics_addr")]
+    metrics_token_file: Option<std::path::PathBuf>,
     /// Start the local broker, load sample records, copy them, verify, and exit.
     #[arg(long)]
     demo: bool,
@@ -67,7 +71,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     if let Some(addr) = args.metrics_addr {
-        exactly::framework::observability::install_prometheus(addr)?;
+        let mut endpoint = exactly::framework::observability::MetricsEndpoint::new(addr);
+        if let Some(file) = &args.metrics_token_file {
+            endpoint = endpoint.with_bearer_token(exactly::Secret::file(file));
+        }
+        endpoint.install()?;
     }
     let brokers = match &args.brokers {
         Some(b) => b.clone(),

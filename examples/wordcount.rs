@@ -93,6 +93,10 @@ struct Args {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9000 (with --member).
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Answer only requests with `Authorization: Bearer <token>` on --metrics-addr, the
+    /// token read from this file.
+    #[arg(long, requires = "metrics_addr")]
+    metrics_token_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -218,7 +222,11 @@ async fn member(args: &Args, brokers: &str) -> anyhow::Result<()> {
         args.output.clone().unwrap_or_default(),
     );
     if let Some(addr) = args.metrics_addr {
-        exactly::framework::observability::install_prometheus(addr)?;
+        let mut endpoint = exactly::framework::observability::MetricsEndpoint::new(addr);
+        if let Some(file) = &args.metrics_token_file {
+            endpoint = endpoint.with_bearer_token(exactly::Secret::file(file));
+        }
+        endpoint.install()?;
     }
     let mut config = Config::new(&group, brokers)
         .with_state_dir(&args.state_dir)

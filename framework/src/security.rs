@@ -9,6 +9,18 @@
 //! created; secrets ([`Secret`]) are read from their file or environment variable at that
 //! moment (a rotated password file is picked up by the next client) and never appear in
 //! `Debug` output or logs.
+//!
+//! ```
+//! use exactly_framework::{Config, Sasl, Secret, Security, Tls};
+//!
+//! let config = Config::new("orders-app", "broker-1.example.com:9093").with_security(
+//!     Security::sasl_ssl(
+//!         Sasl::scram_sha512("orders-app", Secret::file("/run/secrets/kafka-password")),
+//!         Tls::with_ca_file("/etc/kafka/ca.pem"),
+//!     ),
+//! );
+//! assert_eq!(config.security.protocol(), "sasl_ssl");
+//! ```
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -403,8 +415,9 @@ impl Security {
     }
 }
 
-/// The environment variables [`Security::overlay`] reads, without their `EXACTLY_` prefix.
-pub(crate) const ENV_VARS: &[&str] = &[
+/// The environment variables [`Config::with_env`](crate::Config::with_env) reads into
+/// [`Security`], without their `EXACTLY_` prefix (docs/security.md lists each).
+pub const ENV_VARS: &[&str] = &[
     "TLS",
     "TLS_CA_FILE",
     "TLS_CERT_FILE",
@@ -517,12 +530,14 @@ impl Security {
                     scope: var("SASL_OAUTHBEARER_SCOPE").map(str::to_string),
                     extensions: var("SASL_OAUTHBEARER_EXTENSIONS").map(str::to_string),
                 },
-                other => return Err(Error::config(
-                    key("SASL_MECHANISM"),
-                    format!(
+                other => {
+                    return Err(Error::config(
+                        key("SASL_MECHANISM"),
+                        format!(
                         "`{other}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER"
                     ),
-                )),
+                    ))
+                }
             },
         );
         Ok(self)

@@ -18,3 +18,16 @@ fn the_metrics_reference_lists_every_metric() {
         "docs/metrics.md is out of date; its table must be exactly:\n\n{table}"
     );
 }
+
+#[test]
+fn the_security_page_lists_every_environment_variable() {
+    let text = doc("security.md");
+    for var in exactly_framework::security::ENV_VARS {
+        let name = format!("EXACTLY_{var}");
+        assert!(
+            text.contains(&format!("`{name}`"))
+                || text.contains(&format!("`{name}_FILE` or `{name}`")),
+            "docs/security.md does not list `{name}`"
+        );
+    }
+}
