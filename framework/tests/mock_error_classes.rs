@@ -189,6 +189,29 @@ impl Expect {
         }
     }
 
+    /// Abortable for librdkafka. For the framework too, unless it is an authorization
+    /// error: librdkafka lets the transaction be aborted, but the next one would be refused
+    /// the same way, so the framework aborts and stops (`Error::NotAuthorized`, fatal)
+    /// instead of replaying into the same refusal.
+    fn abortable(code: RDKafkaErrorCode) -> Self {
+        use RDKafkaErrorCode as C;
+        let refused = matches!(
+            code,
+            C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+        );
+        Expect {
+            action: if refused {
+                Action::Fatal
+            } else {
+                Action::Abort
+            },
+            ..Expect::abort(code)
+        }
+    }
+
     /// Fatal for librdkafka, and for the framework.
     const fn fatal(code: RDKafkaErrorCode, fenced: bool) -> Self {
         Expect {
@@ -385,7 +408,9 @@ fn init_transactions_authorization_errors_are_fatal() {
 // ---------------------------------------------------------------------------------------
 
 /// Abortable errors of `send_offsets_to_transaction`: the framework aborts, the abort
-/// succeeds, and the next transaction (with offsets) commits.
+/// succeeds, and the next transaction (with offsets) commits. (The group authorization
+/// errors are abortable for librdkafka; the framework aborts, then stops: see
+/// `Expect::abortable`.)
 #[test]
 fn send_offsets_abortable_errors_abort_and_the_worker_goes_on() {
     let mock = cluster();
@@ -421,14 +446,14 @@ fn send_offsets_abortable_errors_abort_and_the_worker_goes_on() {
             &what,
             KafkaOp::SendOffsets,
             p.send_offsets_to_transaction(&offsets(), &md, LONG),
-            Expect::abort(code),
+            Expect::abortable(code),
         );
         // The commit is refused with the same error: the transaction can only be aborted.
         check(
             &format!("commit_transaction after {what}"),
             KafkaOp::CommitTransaction,
             p.commit_transaction(LONG),
-            Expect::abort(code),
+            Expect::abortable(code),
         );
         abort_after(&what, &p);
         commit_clean_transaction(&format!("after aborting {what}"), &p, Some(&md));
@@ -731,7 +756,8 @@ fn commit_transaction_flush_timeout_is_abort() {
 }
 
 /// Abortable `EndTxn` errors: the framework aborts, `abort_transaction` succeeds (for the
-/// producer-id errors librdkafka bumps the epoch), and the next transaction commits.
+/// producer-id errors librdkafka bumps the epoch), and the next transaction commits. (A
+/// group authorization error is abortable too; the framework aborts, then stops.)
 #[test]
 fn commit_transaction_abortable_errors_abort_and_the_worker_goes_on() {
     let mock = cluster();
@@ -764,7 +790,7 @@ fn commit_transaction_abortable_errors_abort_and_the_worker_goes_on() {
             &what,
             KafkaOp::CommitTransaction,
             p.commit_transaction(LONG),
-            Expect::abort(code),
+            Expect::abortable(code),
         );
         abort_after(&what, &p);
         commit_clean_transaction(&format!("after aborting {what}"), &p, None);
@@ -836,7 +862,7 @@ fn rejected_record_aborts(api: RDKafkaApiKey, injected: RDKafkaRespErr, code: RD
         &what,
         KafkaOp::CommitTransaction,
         p.commit_transaction(LONG),
-        Expect::abort(code),
+        Expect::abortable(code),
     );
     abort_after(&what, &p);
     if api == RDKafkaApiKey::Produce {
@@ -858,9 +884,10 @@ fn produce_message_too_large_makes_the_commit_abortable() {
     );
 }
 
-/// A record the broker refuses for authorisation makes the commit abortable.
+/// A record the broker refuses for authorisation makes the commit abortable for
+/// librdkafka; the framework aborts and stops (`Error::NotAuthorized`).
 #[test]
-fn produce_topic_authorization_failed_makes_the_commit_abortable() {
+fn produce_topic_authorization_failed_aborts_and_stops() {
     rejected_record_aborts(
         RDKafkaApiKey::Produce,
         RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
@@ -868,9 +895,10 @@ fn produce_topic_authorization_failed_makes_the_commit_abortable() {
     );
 }
 
-/// An output partition that cannot be added to the transaction makes the commit abortable.
+/// An output partition that cannot be added to the transaction (not authorized) makes the
+/// commit abortable for librdkafka; the framework aborts and stops (`Error::NotAuthorized`).
 #[test]
-fn add_partitions_failure_makes_the_commit_abortable() {
+fn add_partitions_failure_aborts_and_stops() {
     rejected_record_aborts(
         RDKafkaApiKey::AddPartitionsToTxn,
         RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
