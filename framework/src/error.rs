@@ -486,7 +486,6 @@ fn is_permanent(source: &KafkaError) -> bool {
                     | C::InvalidConfig
                     | C::UnknownTopicOrPartition
                     | C::UnknownTopic
-                    | C::UnknownPartition
                     | C::InvalidTransactionTimeout
                     | C::UnsupportedVersion
             )
@@ -549,6 +548,14 @@ mod tests {
             source: KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown),
         };
         assert_eq!(transport.recovery_cause(), Some("kafka"));
+        // librdkafka's local "unknown partition" while a node of the cluster is down (seen
+        // in tests/cluster.rs, restarting after a recovery): the cluster changes, a restart
+        // later sees it whole. A topic that does not exist is Error::MissingTopic instead.
+        let partition_away = Error::kafka(
+            KafkaOp::Metadata,
+            KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition),
+        );
+        assert_eq!(partition_away.recovery_cause(), Some("kafka"));
         let flush = Error::Kafka {
             op: KafkaOp::CommitTransaction,
             source: KafkaError::Flush(RDKafkaErrorCode::MessageTimedOut),
