@@ -137,16 +137,13 @@ fn a_copy_over_mutual_tls_is_exact() {
     copy_exactly("tls", &b.ssl, security, 3_000);
 }
 
-#[test]
-#[ignore = "needs the local secured broker; run: cargo test --test secured -- --ignored"]
-fn a_broker_certificate_from_another_ca_is_a_clear_error() {
+/// Starts a copy that cannot connect to `bootstrap` with `security`; returns the error it
+/// stops with (after its 5 s start-up timeout) and that error's message.
+fn refused_connection(what: &str, bootstrap: &str, security: Security) -> (Error, String) {
     let b = broker();
-    let input = new_topic(&b.plaintext, "sec-ca-in", 1);
-    let config = Config::new(unique_name("sec-ca"), &b.ssl)
-        .with_security(Security::tls(
-            Tls::with_ca_file(&b.other_ca_file)
-                .with_client_cert(&b.client_cert_file, &b.client_key_file),
-        ))
+    let input = new_topic(&b.plaintext, &format!("sec-{what}-in"), 1);
+    let config = Config::new(unique_name(&format!("sec-{what}")), bootstrap)
+        .with_security(security)
         .with_state_dir(std::env::temp_dir().join(unique_name("sec-state")))
         .with_startup_timeout(Duration::from_secs(5));
     let worker = Runtime::new(config)
@@ -154,34 +151,31 @@ fn a_broker_certificate_from_another_ca_is_a_clear_error() {
         .unwrap();
     let e = stops_with_error(worker, Duration::from_secs(60));
     let msg = e.to_string();
-    eprintln!("{msg}");
+    eprintln!("{what}: {msg}");
+    delete_topic(&b.plaintext, &[&input]).unwrap();
+    (e, msg)
+}
+
+#[test]
+#[ignore = "needs the local secured broker; run: cargo test --test secured -- --ignored"]
+fn a_broker_certificate_from_another_ca_is_a_clear_error() {
+    let b = broker();
+    let other_ca = Tls::with_ca_file(&b.other_ca_file)
+        .with_client_cert(&b.client_cert_file, &b.client_key_file);
+    let (e, msg) = refused_connection("ca", &b.ssl, Security::tls(other_ca));
     assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
     assert!(msg.contains("certificate verify failed"), "{msg}");
-    delete_topic(&b.plaintext, &[&input]).unwrap();
 }
 
 #[test]
 #[ignore = "needs the local secured broker; run: cargo test --test secured -- --ignored"]
 fn a_wrong_password_is_a_clear_error_that_shows_no_password() {
     let b = broker();
-    let input = new_topic(&b.plaintext, "sec-pw-in", 1);
     let wrong = "not-the-password-0123";
-    let config = Config::new(unique_name("sec-pw"), &b.sasl_ssl)
-        .with_security(Security::sasl_ssl(
-            Sasl::scram_sha512("app", Secret::value(wrong)),
-            tls(b),
-        ))
-        .with_state_dir(std::env::temp_dir().join(unique_name("sec-state")))
-        .with_startup_timeout(Duration::from_secs(5));
-    let worker = Runtime::new(config)
-        .spawn(Pipeline::copy(&input, &input))
-        .unwrap();
-    let e = stops_with_error(worker, Duration::from_secs(60));
-    let msg = e.to_string();
-    eprintln!("{msg}");
+    let scram = Sasl::scram_sha512("app", Secret::value(wrong));
+    let (_, msg) = refused_connection("pw", &b.sasl_ssl, Security::sasl_ssl(scram, tls(b)));
     assert!(msg.contains("Authentication failed"), "{msg}");
     assert!(!msg.contains(wrong), "{msg}");
-    delete_topic(&b.plaintext, &[&input]).unwrap();
 }
 
 #[test]
