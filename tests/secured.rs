@@ -4,7 +4,8 @@
 //!
 //! - a copy over mutual TLS is exact, and a broker certificate from another CA is a clear
 //!   error;
-//! - the word count (a repartition hop and a changelog) under SCRAM-SHA-512, its user
+//! - the word count (a repartition hop and a changelog, then a worker with empty state that
+//!   restores it through the restore consumer) under SCRAM-SHA-512, its user
 //!   granted only the ACLs docs/security.md lists, is exact; its password appears in no log
 //!   line and no `Debug` output;
 //! - one of those ACLs missing is a clear error naming the operation and the resource, and
@@ -75,6 +76,7 @@ fn documented_acls(app_id: &str, input: &str, output: &str) -> Vec<Acl> {
     let internal = format!("{app_id}-");
     vec![
         Acl::literal(p, "GROUP", app_id, "READ"),
+        Acl::prefixed(p, "GROUP", &internal, "DESCRIBE"),
         Acl::prefixed(p, "TRANSACTIONAL_ID", &internal, "WRITE"),
         Acl::literal(p, "TOPIC", input, "READ"),
         Acl::literal(p, "TOPIC", output, "WRITE"),
@@ -185,17 +187,23 @@ fn the_word_count_with_only_the_documented_acls_is_exact_and_logs_no_password() 
     let password = SecureBroker::password(&b.app_password_file).unwrap();
     let lines_in = new_topic(&b.plaintext, "sec-lines", 2);
     let counts_out = new_topic(&b.plaintext, "sec-counts", 2);
-    let lines: Vec<&str> = KJV.lines().take(3_000).collect();
+    let lines: Vec<&str> = KJV.lines().take(4_000).collect();
     let expected = wordcount::expected_counts(lines.iter().copied());
-    produce(
-        &b.plaintext,
-        &lines_in,
-        lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (Some((i % 2) as i32), Some(i.to_string()), l.to_string())),
-    )
-    .unwrap();
+    let feed = |range: std::ops::Range<usize>| {
+        produce(
+            &b.plaintext,
+            &lines_in,
+            range.map(|i| {
+                (
+                    Some((i % 2) as i32),
+                    Some(i.to_string()),
+                    lines[i].to_string(),
+                )
+            }),
+        )
+        .unwrap()
+    };
+    feed(0..3_000);
     let app = unique_name("sec-wc");
     secure::grant(&documented_acls(&app, &lines_in, &counts_out)).unwrap();
 
@@ -233,6 +241,33 @@ fn the_word_count_with_only_the_documented_acls_is_exact_and_logs_no_password() 
         w.stop();
         w.join().expect("a worker stopped with an error");
     }
+    // A worker with an empty state directory takes every partition: it restores the counts
+    // through the restore consumer (SASL_SSL, the same ACLs), then counts 1,000 more lines.
+    feed(3_000..4_000);
+    let fresh = std::env::temp_dir().join(unique_name("sec-state"));
+    let worker = Runtime::new(
+        Config::new(&app, &b.sasl_ssl)
+            .with_security(app_scram(b))
+            .with_state_dir(&fresh),
+    )
+    .spawn(wordcount::pipeline(&lines_in, &counts_out))
+    .unwrap();
+    for topic in [&lines_in, &repartition] {
+        wait_until_committed_by(
+            &b.plaintext,
+            &app,
+            topic,
+            Duration::from_secs(120),
+            &[&worker],
+        );
+    }
+    let restored = worker.stats().restored_records;
+    worker.stop();
+    worker
+        .join()
+        .expect("the restored worker stopped with an error");
+    assert!(restored > 0, "the fresh worker restored nothing");
+    let _ = std::fs::remove_dir_all(fresh);
     let counts = read_to_end(
         &b.plaintext,
         &counts_out,
@@ -241,7 +276,7 @@ fn the_word_count_with_only_the_documented_acls_is_exact_and_logs_no_password() 
     )
     .unwrap();
     let check = CountCheck::of(&counts, &expected);
-    eprintln!("word count over SASL_SSL/SCRAM-SHA-512 with ACLs: {check}");
+    eprintln!("word count over SASL_SSL/SCRAM-SHA-512 with ACLs, {restored} changelog records restored: {check}");
     assert!(check.is_exact(), "{check}");
 
     let log = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();

@@ -139,10 +139,9 @@ impl StateManager {
             let c: BaseConsumer = self
                 .config
                 .client_config(true)?
-                .set(
-                    "group.id",
-                    format!("{}-restore", self.config.application_id),
-                )
+                // librdkafka assigns partitions only to a consumer with a group (it looks
+                // up the group's coordinator: GROUP DESCRIBE); it never joins or commits.
+                .set("group.id", restore_group(&self.config.application_id))
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")
                 .set("auto.offset.reset", "error")
@@ -201,6 +200,11 @@ impl StateManager {
             checkpoint,
         })
     }
+}
+
+/// The group id of a worker's restore consumer.
+pub(crate) fn restore_group(application_id: &str) -> String {
+    format!("{application_id}-restore")
 }
 
 /// Without a changelog the local store is all there is: it must stand exactly at the

@@ -265,7 +265,19 @@ fn read_to(
             // The fetch reached the stable end: check the position at once.
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) if is_out_of_range(&e) => return Err(Replayed::OutOfRange),
-            Some(Err(e)) => return Err(Replayed::Failed(Error::kafka(KafkaOp::Poll, e))),
+            Some(Err(e)) => {
+                let e = match Error::kafka(KafkaOp::Poll, e) {
+                    e @ Error::NotAuthorized {
+                        resource_type: "GROUP",
+                        ..
+                    } => e.needing("DESCRIBE").naming(
+                        "GROUP",
+                        super::manager::restore_group(&env.config.application_id),
+                    ),
+                    e => e.needing("READ").naming("TOPIC", topic),
+                };
+                return Err(Replayed::Failed(e));
+            }
             None => {}
         }
         let position = consumer
