@@ -8,6 +8,8 @@
 //!   restores it through the restore consumer) under SCRAM-SHA-512, its user
 //!   granted only the ACLs docs/security.md lists, is exact; its password appears in no log
 //!   line and no `Debug` output;
+//! - a global-table join (its reader: READ on the table topic, DESCRIBE on its group) meets
+//!   the whole table;
 //! - one of those ACLs missing is a clear error naming the operation and the resource, and
 //!   nothing is committed;
 //! - PLAIN, SCRAM-SHA-256 and OAUTHBEARER connect too.
@@ -23,7 +25,8 @@ mod common;
 
 use common::copy_check::*;
 use common::*;
-use exactly::{Config, Error, Pipeline, Runtime, Sasl, Secret, Security, Tls, Worker};
+use exactly::operators::{StreamExt, Table};
+use exactly::{Config, Error, Pipeline, Runtime, Sasl, Secret, Security, Serde, Tls, Worker};
 use exactly_testkit::secure::{self, Acl, SecureBroker};
 use exactly_testkit::wordcount::{self, CountCheck, KJV};
 use std::io::Write;
@@ -292,6 +295,92 @@ fn the_word_count_with_only_the_documented_acls_is_exact_and_logs_no_password() 
         &[&lines_in, &counts_out, &repartition, &changelog],
     )
     .unwrap();
+    let _ = std::fs::remove_dir_all(state);
+}
+
+#[test]
+#[ignore = "needs the local secured broker; run: cargo test --test secured -- --ignored"]
+fn a_global_table_join_with_the_documented_acls_meets_the_whole_table() {
+    let b = broker();
+    let table = new_topic(&b.plaintext, "sec-tiers", 1);
+    let input = new_topic(&b.plaintext, "sec-orders", 2);
+    let output = new_topic(&b.plaintext, "sec-enriched", 2);
+    let tier = |c: usize| ["gold", "silver", "bronze"][c % 3];
+    produce(
+        &b.plaintext,
+        &table,
+        (0..50).map(|c| (None, Some(format!("c{c}")), tier(c).to_string())),
+    )
+    .unwrap();
+    // Customers 0..60: the last 10 are not in the table (a left join: `-`).
+    let orders: Vec<(String, String)> = (0..600)
+        .map(|i| (format!("c{}", i % 60), format!("o{i}")))
+        .collect();
+    produce(
+        &b.plaintext,
+        &input,
+        orders
+            .iter()
+            .map(|(k, o)| (None, Some(k.clone()), o.clone())),
+    )
+    .unwrap();
+    let app = unique_name("sec-join");
+    let mut acls = documented_acls(&app, &input, &output);
+    acls.push(Acl::literal("User:app", "TOPIC", &table, "READ"));
+    secure::grant(&acls).unwrap();
+    let state = std::env::temp_dir().join(unique_name("sec-state"));
+    let pipeline = Pipeline::from_topic_with_key(&input, Serde::string(), Serde::string())
+        .join_table(
+            "tiers",
+            Table::topic(&table, Serde::string(), Serde::string()),
+            |order: String, tier: Option<&String>| {
+                Some(format!("{order}|{}", tier.map_or("-", String::as_str)))
+            },
+        )
+        .to_topic(&output, Serde::string(), Serde::string());
+    let worker = Runtime::new(
+        Config::new(&app, &b.sasl_ssl)
+            .with_security(app_scram(b))
+            .with_state_dir(&state),
+    )
+    .spawn(pipeline)
+    .unwrap();
+    wait_until_committed_by(
+        &b.plaintext,
+        &app,
+        &input,
+        Duration::from_secs(60),
+        &[&worker],
+    );
+    worker.stop();
+    worker.join().expect("the join stopped with an error");
+    let text = |v: &Option<Vec<u8>>| String::from_utf8(v.clone().unwrap_or_default()).unwrap();
+    let mut got: Vec<(String, String)> = read_to_end(
+        &b.plaintext,
+        &output,
+        Isolation::ReadCommitted,
+        READ_DEADLINE,
+    )
+    .unwrap()
+    .iter()
+    .map(|m| (text(&m.key), text(&m.value)))
+    .collect();
+    let mut expected: Vec<(String, String)> = orders
+        .iter()
+        .map(|(k, o)| {
+            let c: usize = k[1..].parse().unwrap();
+            let t = if c < 50 { tier(c) } else { "-" };
+            (k.clone(), format!("{o}|{t}"))
+        })
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the join's output differs from the expected multiset"
+    );
+    delete_topic(&b.plaintext, &[&table, &input, &output]).unwrap();
     let _ = std::fs::remove_dir_all(state);
 }
 
