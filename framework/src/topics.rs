@@ -218,16 +218,24 @@ pub(crate) fn ensure_topic(
         delete_retention: DEFAULT_DELETE_RETENTION,
     };
     if kind == TopicKind::Changelog {
-        let configs = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts))?
-            .map_err(|e| Error::kafka(KafkaOp::Admin, e))?;
-        let resource = configs.first().and_then(|r| r.as_ref().ok());
-        let value = |name: &str| {
-            resource
-                .and_then(|r| r.get(name))
-                .and_then(|e| e.value.clone())
-                .unwrap_or_default()
+        let refused = |e: KafkaError| {
+            Error::kafka(KafkaOp::Admin, e)
+                .needing("DESCRIBE_CONFIGS")
+                .naming("TOPIC", topic)
         };
-        let policy = value("cleanup.policy");
+        let configs = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts))?
+            .map_err(refused)?;
+        // An answer without the topic's configuration (a node of the cluster down, say) is
+        // an error to recover from, not a wrong configuration.
+        let resource = match configs.first() {
+            Some(Ok(r)) => r,
+            Some(Err(code)) => return Err(refused(KafkaError::AdminOp(*code))),
+            None => return Err(refused(KafkaError::AdminOp(RDKafkaErrorCode::Fail))),
+        };
+        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+        let Some(policy) = value("cleanup.policy") else {
+            return Err(refused(KafkaError::AdminOp(RDKafkaErrorCode::Fail)));
+        };
         if policy != "compact" {
             return Err(Error::config(
                 "internal topics",
@@ -239,7 +247,7 @@ pub(crate) fn ensure_topic(
                 ),
             ));
         }
-        if let Ok(ms) = value("delete.retention.ms").parse::<u64>() {
+        if let Some(Ok(ms)) = value("delete.retention.ms").map(|v| v.parse::<u64>()) {
             info.delete_retention = Duration::from_millis(ms);
         }
     }
