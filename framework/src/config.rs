@@ -459,13 +459,7 @@ impl Config {
                 "COMMIT_INTERVAL_MS" => self.commit_interval_ms = num(&key, &v)?,
                 "COMMIT_MAX_RECORDS" => self.commit_max_records = num(&key, &v)?,
                 "STATE_DIR" => self.state_dir = v.into(),
-                "STATE_CHANGELOG" => {
-                    self.state_changelog = match v.as_str() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        _ => return Err(Error::config(key, format!("`{v}` is not true or false"))),
-                    }
-                }
+                "STATE_CHANGELOG" => self.state_changelog = crate::security::flag(&key, &v)?,
                 "ASSIGNMENT" => {
                     self.assignment = match v.as_str() {
                         "cooperative_sticky" | "cooperative-sticky" => {

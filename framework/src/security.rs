@@ -436,7 +436,9 @@ pub const ENV_VARS: &[&str] = &[
     "SASL_OAUTHBEARER_EXTENSIONS",
 ];
 
-fn flag(key: &str, v: &str) -> Result<bool> {
+/// A boolean setting as an environment variable gives it (`true`/`1`/`yes`,
+/// `false`/`0`/`no`); `key` names it in the error.
+pub(crate) fn flag(key: &str, v: &str) -> Result<bool> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),

@@ -52,9 +52,7 @@ impl DeliveryContext {
             delivered: RwLock::new(vec![Arc::new(AtomicI64::new(-1))]),
         }
     }
-}
 
-impl DeliveryContext {
     /// The error to report for failed deliveries: [`Error::NotAuthorized`] naming the topic
     /// when the last one was refused by the authorizer, otherwise a produce failure that
     /// aborts the cycle (whatever the individual reports said).
@@ -71,9 +69,7 @@ impl DeliveryContext {
             KafkaError::MessageProduction(RDKafkaErrorCode::Fail),
         )
     }
-}
 
-impl DeliveryContext {
     /// The last error the client reported, if any.
     pub(crate) fn last_client_error(&self) -> Option<String> {
         self.last_client_error
