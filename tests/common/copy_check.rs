@@ -179,9 +179,10 @@ pub fn wait_until_committed_by(
         }
         assert!(
             Instant::now() < give_up,
-            "group {group} did not commit the end of {topic} within {deadline:?}: committed {:?}, ends {:?}",
+            "group {group} did not commit the end of {topic} within {deadline:?}: committed {:?}, ends {:?}; workers: {:#?}",
             committed_offsets(brokers, group, topic).unwrap(),
-            exactly_testkit::reader::high_watermarks(brokers, topic).unwrap()
+            exactly_testkit::reader::high_watermarks(brokers, topic).unwrap(),
+            workers.iter().map(|w| w.stats()).collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
