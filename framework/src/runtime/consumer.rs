@@ -4,6 +4,15 @@ use crate::config::{Config, Guarantee};
 use crate::error::{Error, KafkaOp, Result};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 
+/// The consumer's `heartbeat.interval.ms` unless the user sets it (or a third of the session
+/// timeout, if smaller). A member learns that its group rebalances from a heartbeat's answer,
+/// and librdkafka's main thread sends a pending JoinGroup only when a timer (the heartbeat's)
+/// wakes it; a cooperative rebalance needs two rounds. With librdkafka's 3 s default a
+/// rebalance paused moved partitions for seconds; with 500 ms, a leave paused them 1.1–1.2 s;
+/// with 100 ms, 0.2 s (`cargo bench --bench rebalance`, docs/benchmarks.md). The cost is ten
+/// small requests a second per member to the group coordinator.
+pub(crate) const HEARTBEAT_INTERVAL_MS: u64 = 100;
+
 /// Builds the worker's consumer: manual offsets, `read_committed`, the configured group and
 /// assignment strategy.
 ///
@@ -38,11 +47,11 @@ pub(crate) fn create_consumer<C: ConsumerContext>(
         .set("session.timeout.ms", config.session_timeout_ms.to_string());
     }
     if classic && !user_set("heartbeat.interval.ms") {
-        // librdkafka's 3 s default makes every cooperative rebalance (two rounds, noticed at
-        // the next heartbeat) pause moved partitions for seconds.
         c.set(
             "heartbeat.interval.ms",
-            (config.session_timeout_ms / 3).min(500).to_string(),
+            (config.session_timeout_ms / 3)
+                .min(HEARTBEAT_INTERVAL_MS)
+                .to_string(),
         );
     }
     if !user_set("queued.min.messages") {
