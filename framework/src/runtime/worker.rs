@@ -899,8 +899,7 @@ fn run_worker(
     if result.is_err() {
         lock(&state).take();
     }
-    consumer.unsubscribe();
-    drop(consumer);
+    close_consumer(consumer);
     let late = lock(&state).take().and_then(|mut s| s.fatal.take());
     if let Some(e) = late {
         return Err(e);
@@ -913,6 +912,39 @@ fn run_worker(
         Err(e) => tracing::warn!(error = %e, "worker stopped on an error"),
     }
     result
+}
+
+/// How long a consumer may take to leave its group before the worker says so.
+const SLOW_CLOSE: Duration = Duration::from_secs(10);
+
+/// Unsubscribes and closes the consumer (librdkafka leaves the group; rust-rdkafka waits for
+/// that without a deadline). A close that takes longer than [`SLOW_CLOSE`] is logged every
+/// [`SLOW_CLOSE`] until it ends: a worker stuck there neither processes nor stops, and the
+/// partitions it still holds wait with it.
+fn close_consumer(consumer: BaseConsumer<WorkerContext>) {
+    let started = Instant::now();
+    let (closed, wait) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::Builder::new()
+        .name("exactly-close-watch".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                wait.recv_timeout(SLOW_CLOSE)
+            {
+                tracing::warn!(
+                    waited = ?started.elapsed(),
+                    "the consumer is still leaving its group (librdkafka's close has not returned)"
+                );
+            }
+        });
+    consumer.unsubscribe();
+    drop(consumer);
+    let _ = closed.send(());
+    if let Ok(watchdog) = watchdog {
+        let _ = watchdog.join();
+    }
+    if started.elapsed() > SLOW_CLOSE {
+        tracing::warn!(took = ?started.elapsed(), "the consumer left its group late");
+    }
 }
 
 /// Records between two clock reads of a busy poll loop: a cycle ends at most this many
