@@ -130,12 +130,12 @@ impl Context {
         }
         let cell = match &self.env {
             Some(env) => env.open_cell(&self.task, &self.operator, &name, self.start_offset)?,
-            None => StateCell {
-                committed: Committed::Memory(HashMap::new()),
-                overlay: HashMap::new(),
-                changelog: None,
-                checkpoint: Checkpoint::now(0, 0),
-            },
+            None => StateCell::new(
+                Committed::Memory(HashMap::new()),
+                None,
+                Checkpoint::now(0, 0),
+                None,
+            ),
         };
         let cell = Arc::new(Mutex::new(cell));
         self.states.push((name.clone(), cell.clone()));

@@ -1,5 +1,6 @@
 //! Typed per-key state handles and the per-task cell behind them.
 
+use super::applier::{Applier, InFlight, Layer};
 use super::changelog::ChangelogWriter;
 use super::store::{self, Checkpoint, PreparedBatch};
 use crate::error::{Error, Result};
@@ -44,14 +45,39 @@ pub(crate) enum Committed {
 /// One state of one task: committed values, the dirty overlay, and where its changelog goes.
 pub(crate) struct StateCell {
     pub(crate) committed: Committed,
-    pub(crate) overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) overlay: Layer,
     pub(crate) changelog: Option<ChangelogWriter>,
     pub(crate) checkpoint: Checkpoint,
+    /// Writes committed overlays to sled off the processing thread (with a changelog).
+    pub(crate) applier: Option<Applier>,
+    /// The last committed overlay while the applier writes it: read between the overlay
+    /// and sled.
+    pub(crate) applying: Option<InFlight>,
 }
 
 impl StateCell {
+    /// A cell over `committed` with an empty overlay.
+    pub(crate) fn new(
+        committed: Committed,
+        changelog: Option<ChangelogWriter>,
+        checkpoint: Checkpoint,
+        applier: Option<Applier>,
+    ) -> Self {
+        StateCell {
+            committed,
+            overlay: Layer::new(),
+            changelog,
+            checkpoint,
+            applier,
+            applying: None,
+        }
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.applying.as_ref().and_then(|a| a.layer.get(key)) {
             return Ok(v.clone());
         }
         match &self.committed {
@@ -66,11 +92,14 @@ impl StateCell {
             Committed::Sled(tree) => store::scan(tree)?.into_iter().collect(),
             Committed::Memory(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
-        for (k, v) in &self.overlay {
-            match v {
-                Some(v) => all.insert(k.clone(), v.clone()),
-                None => all.remove(k),
-            };
+        let applying = self.applying.iter().map(|a| a.layer.as_ref());
+        for layer in applying.chain(std::iter::once(&self.overlay)) {
+            for (k, v) in layer {
+                match v {
+                    Some(v) => all.insert(k.clone(), v.clone()),
+                    None => all.remove(k),
+                };
+            }
         }
         Ok(all.into_iter().collect())
     }
@@ -88,6 +117,9 @@ impl StateCell {
     /// Step 5: after the Kafka commit, the overlay and the checkpoint go to the store in one
     /// batch.
     pub(crate) fn commit(&mut self, input_offset: i64) -> Result<()> {
+        // The previous cycle's batch first: a tree's batches land in commit order, and at
+        // most one is in flight.
+        self.settle()?;
         let overlay = std::mem::take(&mut self.overlay);
         match &mut self.committed {
             Committed::Memory(m) => {
@@ -108,15 +140,43 @@ impl StateCell {
                     None => self.checkpoint.changelog_offset,
                 };
                 self.checkpoint = Checkpoint::now(input_offset, changelog_offset);
-                // Made durable once per cycle for all tasks by `StateManager::flush`.
-                PreparedBatch::new(overlay, self.checkpoint)?.apply(tree)
+                match &self.applier {
+                    // With a changelog, sled only caches what the changelog holds.
+                    Some(applier) if self.changelog.is_some() => {
+                        self.applying = Some(applier.submit(tree, overlay, self.checkpoint));
+                        Ok(())
+                    }
+                    // Made durable once per cycle for all tasks by `StateManager::flush`.
+                    _ => PreparedBatch::new(overlay, self.checkpoint)?.apply(tree),
+                }
             }
+        }
+    }
+
+    /// Waits until the committed layer in flight, if any, is in sled.
+    ///
+    /// # Errors
+    /// [`Error::State`] when sled refused it.
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        match self.applying.take() {
+            Some(in_flight) => in_flight.wait(),
+            None => Ok(()),
         }
     }
 
     /// After an abort: forget the cycle.
     pub(crate) fn abort(&mut self) {
         self.overlay.clear();
+    }
+}
+
+impl Drop for StateCell {
+    /// A closed state (its task revoked, its worker stopping or recovering) leaves its
+    /// committed layer in sled for whoever opens the tree next.
+    fn drop(&mut self) {
+        if let Err(err) = self.settle() {
+            tracing::error!(%err, "a committed state change could not be applied locally; a restart replays it from the changelog");
+        }
     }
 }
 
@@ -221,5 +281,67 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> KeyedState<K, V> {
             None => self.delete(key)?,
         }
         Ok(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(tree: &sled::Tree, applier: Option<Applier>) -> StateCell {
+        StateCell::new(
+            Committed::Sled(tree.clone()),
+            None,
+            Checkpoint::now(0, 0),
+            applier,
+        )
+    }
+
+    #[test]
+    fn reads_see_a_committed_layer_until_sled_has_it() {
+        let dir = std::env::temp_dir().join(format!("exactly-keyed-{}", std::process::id()));
+        let db = store::open(&dir, 1024 * 1024).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        PreparedBatch::new(
+            [(b"old".to_vec(), Some(b"0".to_vec()))].into(),
+            Checkpoint::now(1, 1),
+        )
+        .unwrap()
+        .apply(&tree)
+        .unwrap();
+        let mut c = cell(&tree, None);
+        // Committed, not yet in sled: the layer answers, above sled and below the overlay.
+        c.applying = Some(InFlight::never_applied(
+            [
+                (b"a".to_vec(), Some(b"1".to_vec())),
+                (b"old".to_vec(), None),
+            ]
+            .into(),
+        ));
+        assert_eq!(store::get(&tree, b"a").unwrap(), None);
+        assert_eq!(c.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            c.get(b"old").unwrap(),
+            None,
+            "a committed delete hides sled's value"
+        );
+        c.overlay.insert(b"a".to_vec(), Some(b"2".to_vec()));
+        assert_eq!(c.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(c.entries().unwrap(), vec![(b"a".to_vec(), b"2".to_vec())]);
+        c.applying = None;
+        c.overlay.clear();
+        drop(c);
+
+        // Without a changelog, step 5 applies at once (the applier path: applier tests).
+        let mut c = cell(&tree, Some(Applier::start().unwrap()));
+        c.changelog = None;
+        c.overlay.insert(b"b".to_vec(), Some(b"3".to_vec()));
+        c.commit(5).unwrap();
+        assert_eq!(c.get(b"b").unwrap(), Some(b"3".to_vec()));
+        drop(c);
+        assert_eq!(store::get(&tree, b"b").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(store::checkpoint(&tree).unwrap().unwrap().input_offset, 5);
+        drop(db);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

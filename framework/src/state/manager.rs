@@ -2,6 +2,7 @@
 //! the opening of one state of one task (restoring it as [`restore`](super::restore)
 //! decides).
 
+use super::applier::Applier;
 use super::changelog::{topic_name, ChangelogWriter};
 use super::keyed::{Committed, StateCell};
 use super::restore::restore;
@@ -27,6 +28,8 @@ pub(crate) struct StateManager {
     /// The worker's local store directory (`{instance dir}/store`).
     store_dir: PathBuf,
     db: OnceLock<sled::Db>,
+    /// Applies committed overlays to sled off the processing thread.
+    applier: OnceLock<Applier>,
     /// Changelog topics this worker has checked, with their `delete.retention.ms`.
     ensured: Mutex<HashMap<String, Duration>>,
     /// Reads watermarks `read_uncommitted`: the real end of a log, not its stable offset.
@@ -56,10 +59,20 @@ impl StateManager {
             stats,
             store_dir,
             db: OnceLock::new(),
+            applier: OnceLock::new(),
             ensured: Mutex::new(HashMap::new()),
             watermarks: OnceLock::new(),
             restorer: Mutex::new(None),
         }
+    }
+
+    /// The worker's applier (started on first use).
+    fn applier(&self) -> Result<Applier> {
+        if let Some(a) = self.applier.get() {
+            return Ok(a.clone());
+        }
+        let started = Applier::start()?;
+        Ok(self.applier.get_or_init(|| started).clone())
     }
 
     fn db(&self) -> Result<&sled::Db> {
@@ -192,13 +205,16 @@ impl StateManager {
                 local_only(self, &tree, task, operator, state, start_offset)?,
             )
         };
-        Ok(StateCell {
-            committed: Committed::Sled(tree),
-            overlay: HashMap::new(),
-            changelog: changelog
-                .map(|topic| ChangelogWriter::new(self.output.clone(), topic, task.partition)),
+        let applier = match &changelog {
+            Some(_) => Some(self.applier()?),
+            None => None,
+        };
+        Ok(StateCell::new(
+            Committed::Sled(tree),
+            changelog.map(|topic| ChangelogWriter::new(self.output.clone(), topic, task.partition)),
             checkpoint,
-        })
+            applier,
+        ))
     }
 }
 

@@ -9,15 +9,19 @@
 //!   to the changelog partition of the task, in the open transaction.
 //! - Step 5, only after the Kafka commit: the overlay becomes a `PreparedBatch`
 //!   (taken by value) and is applied to sled in one atomic batch with the checkpoint
-//!   `{input offset, changelog offset}`. An abort drops the overlay.
+//!   `{input offset, changelog offset}` — with a changelog, by the worker's `applier`
+//!   thread while the next cycle runs (reads see the committed layer until it is in sled).
+//!   An abort drops the overlay.
 //! - When a task starts (`restore`): the local checkpoint matches the committed input
 //!   offset → use sled as is; otherwise replay the changelog (`read_committed`) from the
 //!   checkpoint's changelog offset, or rebuild from its start (see docs/state.md).
 //!
 //! `manager` holds the worker's store and opens states; `changelog` names the topics and
 //! writes them; `restore` brings a store up to date; `store` is sled; `keyed` the typed
-//! handles and the overlay.
+//! handles and the overlay; `applier` writes committed overlays to sled off the
+//! processing thread.
 
+pub(crate) mod applier;
 pub mod changelog;
 pub(crate) mod keyed;
 pub(crate) mod manager;

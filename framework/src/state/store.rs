@@ -150,11 +150,20 @@ impl PreparedBatch {
         overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
         checkpoint: Checkpoint,
     ) -> Result<Self> {
+        Self::from_layer(&overlay, checkpoint)
+    }
+
+    /// As [`new`](Self::new), from a committed layer that stays readable while it is
+    /// applied (see [`applier`](super::applier)).
+    pub(crate) fn from_layer(
+        layer: &HashMap<Vec<u8>, Option<Vec<u8>>>,
+        checkpoint: Checkpoint,
+    ) -> Result<Self> {
         let mut batch = sled::Batch::default();
-        for (k, v) in overlay {
+        for (k, v) in layer {
             match v {
-                Some(v) => batch.insert(data_key(&k), v),
-                None => batch.remove(data_key(&k)),
+                Some(v) => batch.insert(data_key(k), v.as_slice()),
+                None => batch.remove(data_key(k)),
             }
         }
         let cp = bincode::serde::encode_to_vec(checkpoint, bincode::config::standard()).map_err(
