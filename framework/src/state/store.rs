@@ -137,7 +137,8 @@ pub(crate) fn key_count(tree: &sled::Tree) -> usize {
 }
 
 /// Changes ready to be applied, with the checkpoint they lead to. Made from a dirty
-/// overlay only by taking it by value, and applied only after the Kafka commit.
+/// overlay taken by value after the Kafka commit (`new`), or from the committed layer the
+/// applier holds for readers meanwhile (`from_layer`); applied only after the commit.
 #[must_use = "a prepared batch does nothing until applied"]
 pub(crate) struct PreparedBatch {
     batch: sled::Batch,
