@@ -174,6 +174,16 @@ pub enum Error {
         /// What the gate saw.
         reason: String,
     },
+    /// librdkafka did not fetch some assigned partitions for a long time although they
+    /// have records (or their start offset was never resolved): the worker starts again in
+    /// place with a new consumer. See the runtime's fetch watchdog.
+    #[error("no fetch for {stalled_secs} s of assigned partitions that have records or an unresolved start offset ({partitions}); the worker starts again with a new consumer (exactly_recoveries_total{{cause=\"fetch_stalled\"}})")]
+    FetchStalled {
+        /// The partitions, `topic/partition`, comma-separated.
+        partitions: String,
+        /// How long the longest one went without a fetch, in seconds.
+        stalled_secs: u64,
+    },
     /// Another member joined the group with this worker's `group_instance_id` (and so its
     /// transactional id) and took its place.
     #[error("another worker joined the group with this worker's group_instance_id `{instance}` and took its place ({reason}, found during {op}): each worker needs its own group_instance_id. This one stops; if the other is this worker restarted elsewhere nothing is lost, otherwise give one of them another id")]
@@ -352,6 +362,7 @@ impl Error {
             Error::TransactionTimedOut { .. } => Some("transaction_timed_out"),
             Error::CommitOutcomeUnknown { .. } => Some("commit_outcome_unknown"),
             Error::MembershipLost { .. } => Some("membership_lost"),
+            Error::FetchStalled { .. } => Some("fetch_stalled"),
             // A new producer and consumer fix what broke the cycles only if they would fix
             // the last error (not, say, a local store that cannot be caught up).
             Error::AbortedInARow { last, .. } => last.recovery_cause(),
@@ -391,6 +402,7 @@ impl Error {
             | Error::Config { .. }
             | Error::MissingTopic { .. }
             | Error::Unreachable { .. }
+            | Error::FetchStalled { .. }
             | Error::AbortedInARow { .. }
             | Error::NotAuthorized { .. }
             | Error::Worker(_) => Action::Fatal,
