@@ -19,7 +19,10 @@
 //!
 //! With `--member` it is one long-lived worker of the pipeline, like the copier, and takes
 //! the copier's flags (`--guarantee`, `--instance-id`, `--commit-interval-ms`,
-//! `--session-timeout-ms`, `--metrics-addr`; the rebalance bench runs it so).
+//! `--session-timeout-ms`, `--metrics-addr`; the rebalance bench runs it so). With
+//! `--query-addr 127.0.0.1:8080` it also serves its counts over HTTP
+//! (`curl 127.0.0.1:8080/stores/count/keys/the`; a word another member counts answers with
+//! a redirect to that member, `curl -L` follows it; docs/state.md).
 
 mod support;
 
@@ -97,6 +100,10 @@ struct Args {
     /// token read from this file.
     #[arg(long, requires = "metrics_addr")]
     metrics_token_file: Option<std::path::PathBuf>,
+    /// Serve the committed counts over HTTP on this address, e.g. 127.0.0.1:8080:
+    /// `GET /stores/count/keys/{word}` (with --member).
+    #[arg(long)]
+    query_addr: Option<String>,
 }
 
 #[tokio::main]
@@ -236,6 +243,9 @@ async fn member(args: &Args, brokers: &str) -> anyhow::Result<()> {
         .with_env()?;
     if let Some(id) = &args.instance_id {
         config = config.with_group_instance_id(id);
+    }
+    if let Some(addr) = &args.query_addr {
+        config = config.with_query_server(addr);
     }
     Runtime::new(config).run(wordcount(&input, &output)).await?;
     Ok(())

@@ -32,6 +32,22 @@ impl<T: 'static> Codec<T> for std::sync::Arc<dyn Codec<T>> {
     }
 }
 
+/// A key codec seen as a codec of `Option<K>` (how keyed state stores record keys): `None`
+/// encodes as no key, and every decoded key is `Some`.
+pub(crate) struct OptionalKey<K>(pub(crate) std::sync::Arc<dyn Codec<K>>);
+
+impl<K: 'static> Codec<Option<K>> for OptionalKey<K> {
+    fn encode<'a>(&self, value: &'a Option<K>) -> Result<Option<Cow<'a, [u8]>>, String> {
+        match value {
+            Some(k) => self.0.encode(k),
+            None => Ok(None),
+        }
+    }
+    fn decode(&self, bytes: Option<&[u8]>) -> Result<Option<K>, String> {
+        self.0.decode(bytes).map(Some)
+    }
+}
+
 /// The built-in serdes.
 pub struct Serde;
 

@@ -186,6 +186,13 @@ pub struct Config {
     /// How often the records of a repartition hop that are committed get deleted from it
     /// (DeleteRecords), in ms (default 30_000, as Kafka Streams; 100..=86_400_000).
     pub repartition_purge_interval_ms: u64,
+    /// Address the worker's interactive-query HTTP server listens on, `host:port`
+    /// (default none: no server; port 0 picks one). Serves the committed values of its
+    /// keyed states and redirects to the instance that owns a key; see docs/state.md.
+    pub query_server: Option<String>,
+    /// Address other instances and clients reach this worker's query server at,
+    /// `host:port` (default: the bound address; required when it listens on 0.0.0.0).
+    pub query_advertised_address: Option<String>,
     /// TLS and SASL for every client the runtime creates (default plaintext); see
     /// [`Security`].
     pub security: Security,
@@ -222,6 +229,8 @@ impl Default for Config {
             cache_max_bytes: 10 * 1024 * 1024,
             state_store_cache_bytes: 64 * 1024 * 1024,
             repartition_purge_interval_ms: 30_000,
+            query_server: None,
+            query_advertised_address: None,
             security: Security::default(),
             kafka: BTreeMap::new(),
             kafka_consumer: BTreeMap::new(),
@@ -281,6 +290,8 @@ impl fmt::Debug for Config {
                 "repartition_purge_interval_ms",
                 &self.repartition_purge_interval_ms,
             )
+            .field("query_server", &self.query_server)
+            .field("query_advertised_address", &self.query_advertised_address)
             .field("security", &self.security)
             .field("kafka", &hide(&self.kafka))
             .field("kafka_consumer", &hide(&self.kafka_consumer))
@@ -396,6 +407,18 @@ impl Config {
         self
     }
 
+    /// Serves interactive queries on `addr` (see [`Config::query_server`]).
+    pub fn with_query_server(mut self, addr: impl Into<String>) -> Self {
+        self.query_server = Some(addr.into());
+        self
+    }
+
+    /// Sets [`Config::query_advertised_address`].
+    pub fn with_query_advertised_address(mut self, addr: impl Into<String>) -> Self {
+        self.query_advertised_address = Some(addr.into());
+        self
+    }
+
     /// Sets TLS and SASL for every client (see [`Security`]).
     pub fn with_security(mut self, security: Security) -> Self {
         self.security = security;
@@ -508,6 +531,8 @@ impl Config {
                 "REPARTITION_PURGE_INTERVAL_MS" => {
                     self.repartition_purge_interval_ms = num(&key, &v)?
                 }
+                "QUERY_SERVER" => self.query_server = Some(v),
+                "QUERY_ADVERTISED_ADDRESS" => self.query_advertised_address = Some(v),
                 f if f.starts_with("LIBRDKAFKA_") => {
                     let prop = f["LIBRDKAFKA_".len()..]
                         .to_ascii_lowercase()
@@ -520,6 +545,51 @@ impl Config {
         }
         self.security = std::mem::take(&mut self.security).overlay(&security)?;
         Ok(self)
+    }
+
+    /// The query server's listen address and the address it advertises, when a query
+    /// server is configured (the advertised one is `None` when it is the bound address).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `query_server` is not a `host:port`, or
+    /// `query_advertised_address` has no port.
+    pub(crate) fn query_addresses(&self) -> Result<Option<(std::net::SocketAddr, Option<String>)>> {
+        use std::net::ToSocketAddrs;
+        let Some(listen) = &self.query_server else {
+            if self.query_advertised_address.is_some() {
+                return Err(Error::config(
+                    "query_advertised_address",
+                    "is set but query_server is not: set query_server to the address to listen on",
+                ));
+            }
+            return Ok(None);
+        };
+        let bind = listen
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                Error::config(
+                    "query_server",
+                    format!("`{listen}` is not a host:port to listen on (e.g. 127.0.0.1:8080 or 0.0.0.0:8080)"),
+                )
+            })?;
+        let advertised = match &self.query_advertised_address {
+            Some(a)
+                if a.rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
+                Some(a.clone())
+            }
+            Some(a) => {
+                return Err(Error::config(
+                    "query_advertised_address",
+                    format!("`{a}` is not a host:port that other instances can reach"),
+                ))
+            }
+            None => None,
+        };
+        Ok(Some((bind, advertised)))
     }
 
     /// The commit interval as a duration.
@@ -643,6 +713,7 @@ impl Config {
             100,
             86_400_000,
         )?;
+        self.query_addresses()?;
         for key in self
             .kafka
             .keys()

@@ -57,6 +57,7 @@ pub mod operator;
 pub mod pipeline;
 pub(crate) mod poison;
 pub mod producer;
+pub(crate) mod query;
 pub mod record;
 pub mod runtime;
 pub mod security;

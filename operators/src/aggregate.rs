@@ -24,7 +24,7 @@ where
     /// task.
     ///
     /// # Errors
-    /// As [`Context::keyed_state`].
+    /// As [`Context::queryable_state`].
     pub fn open<I, F>(ctx: &mut Context, init: Arc<I>, fold: Arc<F>, emit: Emit) -> Result<Self>
     where
         I: Fn() -> A + Send + Sync + 'static,
@@ -32,7 +32,7 @@ where
     {
         let fold: FoldFn<V, A> =
             Arc::new(move |acc: Option<A>, v: V| fold(acc.unwrap_or_else(|| init()), v));
-        let state = ctx.keyed_state(&StateDescriptor::new("aggregates"))?;
+        let state = ctx.queryable_state(&StateDescriptor::new("aggregates"))?;
         Ok(Aggregate {
             fold: KeyedFold::new(ctx, state, fold, emit),
         })
@@ -81,12 +81,12 @@ where
     /// A reduction with this combining function, its state opened in `ctx`'s task.
     ///
     /// # Errors
-    /// As [`Context::keyed_state`].
+    /// As [`Context::queryable_state`].
     pub fn open<F>(ctx: &mut Context, reduce: Arc<F>, emit: Emit) -> Result<Self>
     where
         F: Fn(V, V) -> V + Send + Sync + 'static,
     {
-        let state = ctx.keyed_state(&StateDescriptor::new("reduced"))?;
+        let state = ctx.queryable_state(&StateDescriptor::new("reduced"))?;
         Ok(Reduce {
             fold: KeyedFold::new(ctx, state, reducing(reduce), emit),
         })

@@ -24,14 +24,14 @@ where
     /// as 1.
     ///
     /// # Errors
-    /// As [`Context::keyed_state`].
+    /// As [`Context::queryable_state`].
     pub fn open(ctx: &mut Context, emit: Emit) -> Result<Self> {
         let one = Arc::new(|n: Option<u64>, _: V| n.unwrap_or(0) + 1);
         Self::with_fold(ctx, emit, one)
     }
 
     fn with_fold(ctx: &mut Context, emit: Emit, fold: crate::fold::FoldFn<V, u64>) -> Result<Self> {
-        let state = ctx.keyed_state(&StateDescriptor::new("counts"))?;
+        let state = ctx.queryable_state(&StateDescriptor::new("counts"))?;
         Ok(Count {
             fold: KeyedFold::new(ctx, state, fold, emit),
         })

@@ -182,7 +182,10 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
         let this = self.into_stream();
         let name = name.to_string();
         Aggregated::new(move |emit| {
-            this.apply_with(name, move |ctx: &mut Context| Count::open(ctx, emit))
+            this.apply_with(name.clone(), move |ctx: &mut Context| {
+                Count::open(ctx, emit)
+            })
+            .serves_state::<Option<K>, u64>(&name, "counts")
         })
     }
 
@@ -250,9 +253,10 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
         let this = self.into_stream();
         let (name, f) = (name.to_string(), Arc::new(f));
         Aggregated::new(move |emit| {
-            this.apply_with(name, move |ctx: &mut Context| {
+            this.apply_with(name.clone(), move |ctx: &mut Context| {
                 Reduce::open(ctx, f.clone(), emit)
             })
+            .serves_state::<Option<K>, V>(&name, "reduced")
         })
     }
 
@@ -276,9 +280,10 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
         let this = self.into_stream();
         let (name, init, fold) = (name.to_string(), Arc::new(init), Arc::new(fold));
         Aggregated::new(move |emit| {
-            this.apply_with(name, move |ctx: &mut Context| {
+            this.apply_with(name.clone(), move |ctx: &mut Context| {
                 Aggregate::open(ctx, init.clone(), fold.clone(), emit)
             })
+            .serves_state::<Option<K>, A>(&name, "aggregates")
         })
     }
 
@@ -489,9 +494,12 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for KeyBy<K, V> {
     {
         let name = name.to_string();
         Aggregated::new(move |emit| match emit {
-            Emit::EveryUpdate => self.into_stream().apply_with(name, |ctx: &mut Context| {
-                Count::open(ctx, Emit::EveryUpdate)
-            }),
+            Emit::EveryUpdate => self
+                .into_stream()
+                .apply_with(name.clone(), |ctx: &mut Context| {
+                    Count::open(ctx, Emit::EveryUpdate)
+                })
+                .serves_state::<Option<K>, u64>(&name, "counts"),
             Emit::OnCommit => {
                 let partials: Arc<dyn Codec<u64>> = Arc::new(Serde::bincode::<u64>());
                 self.rekeyed
@@ -502,9 +510,10 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for KeyBy<K, V> {
                         ))
                     })
                     .repartition(self.name, self.key, partials)
-                    .apply_with(name, |ctx: &mut Context| {
+                    .apply_with(name.clone(), |ctx: &mut Context| {
                         Count::summing(ctx, Emit::OnCommit)
                     })
+                    .serves_state::<Option<K>, u64>(&name, "counts")
             }
         })
     }
@@ -534,9 +543,10 @@ impl<K: Send + 'static, V: Send + 'static> StreamExt<K, V> for KeyBy<K, V> {
                         .repartition(self.name, self.key, self.value)
                 }
             };
-            hop.apply_with(name, move |ctx: &mut Context| {
+            hop.apply_with(name.clone(), move |ctx: &mut Context| {
                 Reduce::open(ctx, f.clone(), emit)
             })
+            .serves_state::<Option<K>, V>(&name, "reduced")
         })
     }
 }

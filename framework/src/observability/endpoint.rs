@@ -52,7 +52,7 @@ impl MetricsEndpoint {
     ///
     /// # Errors
     /// [`Error::Config`] (`metrics_addr`) when the address cannot be bound or a recorder is
-    /// already installed; (`metrics_bearer_token`) when the token cannot be read or is empty.
+    /// other than this crate's already installed; (`metrics_bearer_token`) when the token cannot be read or is empty.
     pub fn install(self) -> Result<SocketAddr> {
         let token = match &self.bearer_token {
             Some(secret) => {
@@ -74,9 +74,7 @@ impl MetricsEndpoint {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| cannot(&e))?;
         let bound = listener.local_addr().map_err(|e| cannot(&e))?;
         listener.set_nonblocking(true).map_err(|e| cannot(&e))?;
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).map_err(|e| cannot(&e))?;
+        let handle = prometheus_handle().map_err(|e| cannot(&e))?;
         std::thread::Builder::new()
             .name("exactly-metrics".into())
             .spawn(move || serve(listener, handle, token))
@@ -84,6 +82,37 @@ impl MetricsEndpoint {
         tracing::info!(addr = %bound, token = self.bearer_token.is_some(), "serving metrics on /metrics");
         Ok(bound)
     }
+}
+
+/// The process's Prometheus recorder, installed as the global metrics recorder on first
+/// use (by this endpoint or a query server's `/metrics`).
+static RECORDER: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// The handle of the Prometheus recorder this crate installed, installing it now if needed.
+///
+/// # Errors
+/// A message when another metrics recorder is already installed in the process.
+pub(crate) fn prometheus_handle() -> std::result::Result<PrometheusHandle, String> {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(handle) = RECORDER.get() {
+        return Ok(handle.clone());
+    }
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    Ok(RECORDER.get_or_init(|| handle).clone())
+}
+
+/// Tidies the recorder's histograms and idle metrics now and then, on the current Tokio
+/// runtime (as the exporter's own listener does).
+pub(crate) fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(UPKEEP_INTERVAL).await;
+            handle.run_upkeep();
+        }
+    });
 }
 
 fn serve(listener: std::net::TcpListener, handle: PrometheusHandle, token: Option<String>) {
@@ -98,13 +127,7 @@ fn serve(listener: std::net::TcpListener, handle: PrometheusHandle, token: Optio
         }
     };
     runtime.block_on(async move {
-        let upkeep = handle.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(UPKEEP_INTERVAL).await;
-                upkeep.run_upkeep();
-            }
-        });
+        spawn_upkeep(handle.clone());
         let token = Arc::new(token);
         let app = Router::new().route(
             "/metrics",

@@ -7,7 +7,7 @@
 //! `commit_cycle` (per cycle) and `rebalance` (per revocation).
 
 #[cfg(feature = "prometheus")]
-mod endpoint;
+pub(crate) mod endpoint;
 mod stats;
 
 #[cfg(feature = "prometheus")]

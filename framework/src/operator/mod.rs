@@ -6,7 +6,9 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pipeline::InputKey;
 use crate::producer::Sink;
+use crate::query::registry::{QueryCodec, TypedQueryCodec};
 use crate::record::{Record, TaskId};
 use crate::state::keyed::{Committed, StateCell};
 use crate::state::manager::StateManager;
@@ -35,6 +37,8 @@ pub struct Context {
     start_offset: i64,
     states: Vec<(String, Arc<Mutex<StateCell>>)>,
     side: Vec<SideRecord>,
+    /// The stage input's key codec (queries of states keyed by the input key).
+    input_key: Option<InputKey>,
 }
 
 /// A record an operator wrote to a side topic with [`Context::emit_to`] under the test
@@ -72,6 +76,7 @@ impl Context {
             start_offset: 0,
             states: Vec::new(),
             side: Vec::new(),
+            input_key: None,
         }
     }
 
@@ -81,6 +86,7 @@ impl Context {
         operator: String,
         env: Arc<StateManager>,
         start_offset: i64,
+        input_key: InputKey,
     ) -> Self {
         Context {
             task,
@@ -89,6 +95,7 @@ impl Context {
             start_offset,
             states: Vec::new(),
             side: Vec::new(),
+            input_key: Some(input_key),
         }
     }
 
@@ -108,6 +115,44 @@ impl Context {
         K: Serialize,
         V: Serialize + DeserializeOwned,
     {
+        self.open_state(descriptor, None)
+    }
+
+    /// As [`keyed_state`](Self::keyed_state), and the state is served by the worker's query
+    /// server when it has one ([`Config::query_server`](crate::Config::query_server)): under
+    /// `/stores/{operator}` (`/stores/{operator}.{state}` when the operator has several),
+    /// committed values only. A key in a URL is decoded with the stage's input key serde,
+    /// so the state must be keyed by the stage's input key type, or by its `Option` (a
+    /// record's key, as an aggregation after `key_by` keeps it); otherwise it is opened but
+    /// not served. The built-in `count`,
+    /// `reduce` and `aggregate` open their state this way.
+    ///
+    /// # Errors
+    /// As [`keyed_state`](Self::keyed_state).
+    pub fn queryable_state<K, V>(
+        &mut self,
+        descriptor: &StateDescriptor<K, V>,
+    ) -> Result<KeyedState<K, V>>
+    where
+        K: Serialize + DeserializeOwned + 'static,
+        V: Serialize + DeserializeOwned + 'static,
+    {
+        let query = self
+            .input_key
+            .as_ref()
+            .and_then(InputKey::codec::<K>)
+            .map(|codec| Arc::new(TypedQueryCodec::<K, V>::new(codec)) as Arc<dyn QueryCodec>);
+        if query.is_none() && self.env.is_some() {
+            tracing::warn!(operator = %self.operator, state = descriptor.name(), "state not served to queries: it is not keyed by its stage's input key type");
+        }
+        self.open_state(descriptor, query)
+    }
+
+    fn open_state<K, V>(
+        &mut self,
+        descriptor: &StateDescriptor<K, V>,
+        query: Option<Arc<dyn QueryCodec>>,
+    ) -> Result<KeyedState<K, V>> {
         let name = descriptor.name().to_string();
         if !name
             .chars()
@@ -129,7 +174,9 @@ impl Context {
             ));
         }
         let cell = match &self.env {
-            Some(env) => env.open_cell(&self.task, &self.operator, &name, self.start_offset)?,
+            Some(env) => {
+                env.open_cell(&self.task, &self.operator, &name, self.start_offset, query)?
+            }
             None => StateCell::new(
                 Committed::Memory(HashMap::new()),
                 None,

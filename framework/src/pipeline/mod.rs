@@ -28,6 +28,17 @@ pub(crate) type BuildTask = dyn Fn(&TaskSetup) -> Result<Box<dyn RawNode>> + Sen
 pub(crate) struct Stage {
     pub(crate) input: TopicName,
     pub(crate) build: Arc<BuildTask>,
+    /// The states its operators serve to queries (`Stream::serves_state`).
+    pub(crate) queryable: Vec<QueryDecl>,
+}
+
+/// A state that a stage's operator serves to queries: known to the worker's query server
+/// from the start, so that a worker without a task of the stage can still route a key.
+#[derive(Clone)]
+pub(crate) struct QueryDecl {
+    pub(crate) operator: String,
+    pub(crate) state: String,
+    pub(crate) codec: Arc<dyn crate::query::registry::QueryCodec>,
 }
 
 /// What the runtime gives a new task's chain.
@@ -207,7 +218,38 @@ pub struct Stream<K, V> {
     operators: Vec<String>,
     side_topics: Vec<String>,
     build: Arc<BuildChain<K, V>>,
+    /// The stage input's key codec (see [`InputKey`]).
+    input_key: InputKey,
+    /// The states this stage's operators serve to queries.
+    queryable: Vec<QueryDecl>,
     _types: PhantomData<fn() -> (K, V)>,
+}
+
+/// A stage input's key codec, type-erased: an `Arc<dyn Codec<K0>>` and an
+/// `Arc<dyn Codec<Option<K0>>>` for the input key type `K0`. A state keyed by `K0` or by
+/// `Option<K0>` (a record's key) is queryable with them (`Context::queryable_state`).
+#[derive(Clone)]
+pub(crate) struct InputKey {
+    pub(crate) plain: Arc<dyn std::any::Any + Send + Sync>,
+    pub(crate) optional: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl InputKey {
+    fn of<K: 'static>(key: Arc<dyn Codec<K>>) -> Self {
+        let optional: Arc<dyn Codec<Option<K>>> = Arc::new(crate::codec::OptionalKey(key.clone()));
+        InputKey {
+            plain: Arc::new(key),
+            optional: Arc::new(optional),
+        }
+    }
+
+    /// The codec of a state key `SK` (the input key type or its `Option`), if it is one.
+    pub(crate) fn codec<SK: 'static>(&self) -> Option<Arc<dyn Codec<SK>>> {
+        self.plain
+            .downcast_ref::<Arc<dyn Codec<SK>>>()
+            .or_else(|| self.optional.downcast_ref::<Arc<dyn Codec<SK>>>())
+            .cloned()
+    }
 }
 
 impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
@@ -221,11 +263,14 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
     ) -> Self {
         let key: Arc<dyn Codec<K>> = Arc::new(key);
         let value: Arc<dyn Codec<V>> = Arc::new(value);
+        let input_key = InputKey::of(key.clone());
         Stream {
             input,
             earlier,
             operators,
             side_topics,
+            input_key,
+            queryable: Vec::new(),
             build: Arc::new(move |task, next| {
                 Ok(Box::new(SourceNode {
                     topic: task.id.topic.clone(),
@@ -345,17 +390,21 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         let mut operators = self.operators;
         operators.push(name.clone());
         let upstream = self.build;
+        let input_key = self.input_key.clone();
         Stream {
             input: self.input,
             earlier: self.earlier,
             operators,
             side_topics: self.side_topics,
+            input_key: self.input_key,
+            queryable: self.queryable,
             build: Arc::new(move |task, next| {
                 let mut ctx = Context::with_state(
                     task.id.clone(),
                     name.clone(),
                     task.state.clone(),
                     task.start_offset,
+                    input_key.clone(),
                 );
                 let op = crate::poison::guard(
                     &task.poison,
@@ -381,6 +430,34 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         }
     }
 
+    /// Declares that operator `operator` of this stage serves its keyed state `state`, keyed
+    /// by `SK` with values `SV`, to the worker's query server (opened with
+    /// [`Context::queryable_state`](crate::Context::queryable_state)): every worker's
+    /// server then knows the store from the start and routes its keys, even one that has no
+    /// task of this stage. The built-in `count`, `reduce` and `aggregate` declare theirs.
+    /// Ignored unless `SK` is the stage's input key type or its `Option`.
+    pub fn serves_state<SK, SV>(mut self, operator: &str, state: &str) -> Self
+    where
+        SK: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        SV: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        match self.input_key.codec::<SK>() {
+            Some(codec) => self.queryable.push(QueryDecl {
+                operator: operator.to_string(),
+                state: state.to_string(),
+                codec: Arc::new(crate::query::registry::TypedQueryCodec::<SK, SV>::new(
+                    codec,
+                )),
+            }),
+            None => tracing::debug!(
+                operator,
+                state,
+                "not served to queries: the state is not keyed by its stage's input key type"
+            ),
+        }
+        self
+    }
+
     /// Ends the pipeline in a sink.
     pub fn to(self, sink: Sink<K, V>) -> Pipeline {
         let output = match &sink.topic {
@@ -391,6 +468,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         let mut stages = self.earlier;
         stages.push(Stage {
             input: self.input,
+            queryable: self.queryable,
             build: Arc::new(move |task| {
                 chain(
                     task,

@@ -14,16 +14,28 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 pub(crate) const HEARTBEAT_INTERVAL_MS: u64 = 100;
 
 /// Builds the worker's consumer: manual offsets, `read_committed`, the configured group and
-/// assignment strategy.
+/// assignment strategy; with a query server at `query_address`, a client id that carries
+/// it to the other members (see `query::directory`).
 ///
 /// # Errors
 /// [`Error::Kafka`] when librdkafka rejects the configuration.
 pub(crate) fn create_consumer<C: ConsumerContext>(
     config: &Config,
     context: C,
+    query_address: Option<&str>,
 ) -> Result<BaseConsumer<C>> {
     let mut c = config.client_config(true)?;
     let user_set = |k: &str| config.kafka.contains_key(k) || config.kafka_consumer.contains_key(k);
+    if let Some(address) = query_address {
+        let base = config
+            .kafka_consumer
+            .get("client.id")
+            .or_else(|| config.kafka.get("client.id"));
+        c.set(
+            "client.id",
+            crate::query::directory::client_id(base.map(String::as_str), address),
+        );
+    }
     c.set("group.id", &config.application_id)
         .set("isolation.level", "read_committed")
         .set(
@@ -106,10 +118,10 @@ mod tests {
         // (no broker is contacted here).
         let config = Config::new("kip-848", "127.0.0.1:1")
             .with_consumer_property("group.protocol", "consumer");
-        if let Err(e) = create_consumer(&config, DefaultConsumerContext) {
+        if let Err(e) = create_consumer(&config, DefaultConsumerContext, None) {
             panic!("group.protocol=consumer was refused: {e}");
         }
         let classic = Config::new("classic", "127.0.0.1:1");
-        assert!(create_consumer(&classic, DefaultConsumerContext).is_ok());
+        assert!(create_consumer(&classic, DefaultConsumerContext, None).is_ok());
     }
 }

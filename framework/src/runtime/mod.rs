@@ -57,15 +57,17 @@ impl Runtime {
         let instance = crate::instance::Instance::acquire(&self.config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
+        let (query_server, queries) = start_query_server(&self.config)?;
         let (config, s, st) = (self.config.clone(), stop.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name(format!("exactly-worker-{}", self.config.application_id))
-            .spawn(move || worker::supervise(config, pipeline, instance, s, st))
+            .spawn(move || worker::supervise(config, pipeline, instance, s, st, queries))
             .map_err(|e| Error::Worker(format!("cannot start the worker thread: {e}")))?;
         Ok(Worker {
             stop,
             stats,
             thread: Some(thread),
+            query_server,
         })
     }
 
@@ -90,6 +92,43 @@ impl Runtime {
     ) -> Result<()> {
         self.spawn(pipeline)?.wait_until(shutdown).await.map(drop)
     }
+}
+
+/// The worker's query server, when the configuration asks for one.
+#[cfg(feature = "query")]
+fn start_query_server(
+    config: &Config,
+) -> Result<(Option<QueryServer>, Option<worker::WorkerQueries>)> {
+    let registry = Arc::new(crate::query::registry::QueryRegistry::default());
+    let server = crate::query::server::start(config, registry.clone())?;
+    let queries = server.as_ref().map(|s| worker::WorkerQueries {
+        registry,
+        advertised: s.advertised.clone(),
+    });
+    Ok((server, queries))
+}
+
+/// Without the `query` feature a configured query server is an error.
+#[cfg(not(feature = "query"))]
+fn start_query_server(
+    config: &Config,
+) -> Result<(Option<QueryServer>, Option<worker::WorkerQueries>)> {
+    match config.query_server {
+        Some(_) => Err(Error::config(
+            "query_server",
+            "exactly-framework was built without its `query` feature",
+        )),
+        None => Ok((None, None)),
+    }
+}
+
+#[cfg(feature = "query")]
+use crate::query::server::QueryServer;
+/// Without the `query` feature there is never a server.
+#[cfg(not(feature = "query"))]
+#[derive(Debug)]
+struct QueryServer {
+    bound: std::net::SocketAddr,
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
@@ -131,6 +170,8 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     thread: Option<JoinHandle<Result<()>>>,
+    /// Serves queries while the worker runs (stopped with it).
+    query_server: Option<QueryServer>,
 }
 
 impl Worker {
@@ -142,6 +183,12 @@ impl Worker {
     /// The worker's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// The address the worker's query server listens on, if it has one (see
+    /// [`Config::query_server`]; useful with port 0).
+    pub fn query_address(&self) -> Option<std::net::SocketAddr> {
+        self.query_server.as_ref().map(|s| s.bound)
     }
 
     /// Whether the worker thread has ended.

@@ -13,6 +13,7 @@ use crate::observability::Stats;
 use crate::pipeline::{BadRecords, Pipeline, TaskSetup};
 use crate::poison::{self, Poison};
 use crate::producer::{DeliveryContext, WorkerProducer};
+use crate::query::registry::QueryRegistry;
 use crate::record::TaskId;
 use crate::runtime::consumer;
 use crate::runtime::fetch_watch::{assigned_partitions, FetchWatch};
@@ -62,6 +63,9 @@ pub(crate) struct WorkerState {
     diverted_in_cycle: Vec<Arc<str>>,
     /// Assigned partitions librdkafka does not fetch, from its statistics.
     fetch_watch: FetchWatch,
+    /// Whether a query server reads this worker's states (tasks then start when idle).
+    serves_queries: bool,
+    last_idle_start: Instant,
 }
 
 /// What to do with a delivered message.
@@ -306,6 +310,98 @@ impl WorkerState {
                 self.aborted(err)
             }
         }
+    }
+
+    /// When idle, with a query server: starts the tasks of assigned partitions that have
+    /// had no record yet, so that their states are open (restored) and served — a task
+    /// otherwise starts on its partition's first record, and a member that took over a
+    /// partition whose input had all been processed would never open its state. At most
+    /// once a second; a failure is logged and tried again.
+    fn start_idle_tasks<C: ConsumerContext + 'static>(&mut self, consumer: &BaseConsumer<C>) {
+        if !self.serves_queries || self.last_idle_start.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_idle_start = Instant::now();
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let idle: Vec<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .filter(|(topic, partition)| {
+                !self
+                    .tasks
+                    .keys()
+                    .any(|id| &*id.topic == topic && id.partition == *partition)
+            })
+            .collect();
+        for (topic, partition) in idle {
+            if let Err(err) = self.start_idle_task(&topic, partition, consumer) {
+                tracing::warn!(topic, partition, %err, "could not start an idle task; trying again later");
+                return;
+            }
+        }
+    }
+
+    fn start_idle_task<C: ConsumerContext + 'static>(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        if self.committer.is_open() {
+            // As for a task started by a record: no restore in a transaction that produced.
+            self.commit(consumer)?;
+        }
+        let Some(build) = self
+            .builds
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, b)| b.clone())
+        else {
+            return Ok(());
+        };
+        let committed = committed_offset(consumer, topic, partition, self.timeout())?;
+        let (low, _) = consumer
+            .fetch_watermarks(topic, partition, self.timeout())
+            .map_err(|e| Error::kafka(KafkaOp::Metadata, e))?;
+        let start = match committed {
+            Some(c) if low > c => {
+                return Err(Error::RecordsDeleted {
+                    topic: topic.to_string(),
+                    partition,
+                    committed: c,
+                    log_start: low,
+                })
+            }
+            Some(c) => c,
+            None => low,
+        };
+        let id = TaskId {
+            topic: Arc::from(topic),
+            partition,
+        };
+        tracing::info!(task = %id, committed = ?committed, start, "task started before its first record (its state is served to queries)");
+        let mut chain = build(&TaskSetup {
+            id: id.clone(),
+            output: self.output.clone(),
+            state: self.state.clone(),
+            start_offset: start,
+            poison: self.poison.clone(),
+        })?;
+        chain.assign()?;
+        self.tasks.insert(
+            id.clone(),
+            Task {
+                id,
+                chain,
+                cycle_start: None,
+                next_offset: start,
+                committed: start,
+            },
+        );
+        Ok(())
     }
 
     /// Now and then (after a commit, or when idle): deletes the committed records of
@@ -656,6 +752,14 @@ fn create_producer(
 const RECOVERY_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_RECOVERY_BACKOFF: Duration = Duration::from_secs(10);
 
+/// What a worker with a query server shares with it.
+pub(crate) struct WorkerQueries {
+    /// The worker's queryable states.
+    pub(crate) registry: Arc<QueryRegistry>,
+    /// The server's advertised address, carried in the consumer's client id.
+    pub(crate) advertised: String,
+}
+
 /// Runs one worker until `stop` is set or an error a restart cannot fix. After an error
 /// with a [`recovery_cause`](Error::recovery_cause) the worker starts again in place — a
 /// new producer, consumer and state manager, the same directory and transactional id —
@@ -668,6 +772,7 @@ pub(crate) fn supervise(
     instance: Instance,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
+    queries: Option<WorkerQueries>,
 ) -> Result<()> {
     let mut in_a_row = 0u32;
     let mut first = true;
@@ -679,6 +784,7 @@ pub(crate) fn supervise(
             &instance,
             stop.clone(),
             stats.clone(),
+            queries.as_ref(),
         );
         let err = match result {
             Ok(()) => return Ok(()),
@@ -781,6 +887,7 @@ fn run_worker(
     instance: &Instance,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
+    queries: Option<&WorkerQueries>,
 ) -> Result<()> {
     let poison = Arc::new(Poison::default());
     let output = create_producer(&config, instance.transactional_id(), stats.clone())?;
@@ -813,6 +920,15 @@ fn run_worker(
         },
         other => other.needing("READ"),
     })?;
+    if let Some(q) = queries {
+        for stage in &pipeline.stages {
+            let topic = stage.input.resolve(app);
+            for d in &stage.queryable {
+                q.registry
+                    .declare(&d.operator, &d.state, &topic, inputs, d.codec.clone());
+            }
+        }
+    }
     let mut internal = HashSet::new();
     for name in pipeline.internal_topics() {
         let topic = format!("{app}-{name}");
@@ -877,6 +993,7 @@ fn run_worker(
             inputs,
             stats.clone(),
             instance.dir().join(crate::state::STORE_DIR),
+            queries.map(|q| q.registry.clone()),
         )),
         tasks: Tasks::new(),
         stats: stats.clone(),
@@ -890,6 +1007,8 @@ fn run_worker(
         to_divert: HashMap::new(),
         diverted_in_cycle: Vec::new(),
         fetch_watch: FetchWatch::default(),
+        serves_queries: queries.is_some(),
+        last_idle_start: Instant::now(),
     })));
     let consumer = consumer::create_consumer(
         &config,
@@ -897,6 +1016,7 @@ fn run_worker(
             state: state.clone(),
             stats: stats.clone(),
         },
+        queries.map(|q| q.advertised.as_str()),
     )?;
     consumer
         .subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())
@@ -1024,6 +1144,7 @@ fn poll_loop(
                 // Idle: housekeeping that a busy worker does after its commits.
                 if let Some(st) = lock(state).as_mut() {
                     st.purge_committed();
+                    st.start_idle_tasks(consumer);
                 }
             }
             Some(Ok(m)) => {

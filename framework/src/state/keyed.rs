@@ -53,6 +53,8 @@ pub(crate) struct StateCell {
     /// The last committed overlay while the applier writes it: read between the overlay
     /// and sled.
     pub(crate) applying: Option<InFlight>,
+    /// This state's entry in the query server's registry, removed with the cell.
+    pub(crate) registration: Option<crate::query::registry::Registration>,
 }
 
 impl StateCell {
@@ -70,6 +72,7 @@ impl StateCell {
             checkpoint,
             applier,
             applying: None,
+            registration: None,
         }
     }
 

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, KafkaOp, Result};
 use crate::observability::Stats;
 use crate::producer::WorkerProducer;
+use crate::query::registry::{QueryCodec, QueryRegistry};
 use crate::record::TaskId;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub(crate) struct StateManager {
     /// The worker's one restore consumer (created on first use, kept connected): each
     /// restore assigns it the changelog partition it replays.
     restorer: Mutex<Option<BaseConsumer>>,
+    /// The query server's view of this worker's states (with a query server).
+    queries: Option<Arc<QueryRegistry>>,
 }
 
 impl StateManager {
@@ -46,6 +49,7 @@ impl StateManager {
         input_partitions: usize,
         stats: Arc<Stats>,
         store_dir: PathBuf,
+        queries: Option<Arc<QueryRegistry>>,
     ) -> Self {
         if !config.state_changelog {
             tracing::warn!(
@@ -63,6 +67,7 @@ impl StateManager {
             ensured: Mutex::new(HashMap::new()),
             watermarks: OnceLock::new(),
             restorer: Mutex::new(None),
+            queries,
         }
     }
 
@@ -174,13 +179,15 @@ impl StateManager {
     }
 
     /// Opens (creating and restoring as needed) one state of one task whose input resumes
-    /// at the committed offset `start_offset`.
+    /// at the committed offset `start_offset`. With a query server and a `query` codec,
+    /// queries see the state as restoring until it is open, then its committed values.
     pub(crate) fn open_cell(
         self: &Arc<Self>,
         task: &TaskId,
         operator: &str,
         state: &str,
         start_offset: i64,
+        query: Option<Arc<dyn QueryCodec>>,
     ) -> Result<StateCell> {
         let tree = self
             .db()?
@@ -194,6 +201,17 @@ impl StateManager {
                 op: "open tree",
                 message: e.to_string(),
             })?;
+        let registration = match (&self.queries, query) {
+            (Some(registry), Some(codec)) => Some(registry.open(
+                operator,
+                state,
+                &task.topic,
+                self.input_partitions,
+                task.partition,
+                codec,
+            )),
+            _ => None,
+        };
         let (changelog, checkpoint) = if self.config.state_changelog {
             let topic = topic_name(&self.config.application_id, operator, state);
             let retention = self.ensure_changelog(&topic)?;
@@ -209,12 +227,17 @@ impl StateManager {
             Some(_) => Some(self.applier()?),
             None => None,
         };
-        Ok(StateCell::new(
+        if let Some(r) = &registration {
+            r.ready(tree.clone());
+        }
+        let mut cell = StateCell::new(
             Committed::Sled(tree),
             changelog.map(|topic| ChangelogWriter::new(self.output.clone(), topic, task.partition)),
             checkpoint,
             applier,
-        ))
+        );
+        cell.registration = registration;
+        Ok(cell)
     }
 }
 

@@ -100,6 +100,32 @@ pub(crate) fn scan(tree: &sled::Tree) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         .collect()
 }
 
+/// Up to `limit` committed (key, value) pairs with `from <= key <= to` (encoded user keys;
+/// `None`: unbounded), in key order.
+///
+/// # Errors
+/// [`Error::State`] for an unreadable store.
+pub(crate) fn scan_range(
+    tree: &sled::Tree,
+    from: Option<&[u8]>,
+    to: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use std::ops::Bound;
+    let lower = Bound::Included(data_key(from.unwrap_or_default()));
+    let upper = match to {
+        Some(to) => Bound::Included(data_key(to)),
+        None => Bound::Excluded(vec![DATA_PREFIX + 1]),
+    };
+    tree.range::<Vec<u8>, _>((lower, upper))
+        .take(limit)
+        .map(|kv| {
+            let (k, v) = kv.map_err(sled_error("scan"))?;
+            Ok((k[1..].to_vec(), v.to_vec()))
+        })
+        .collect()
+}
+
 /// The tree's checkpoint, if any.
 ///
 /// # Errors
