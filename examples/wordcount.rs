@@ -100,6 +100,10 @@ struct Args {
     /// token read from this file.
     #[arg(long, requires = "metrics_addr")]
     metrics_token_file: Option<std::path::PathBuf>,
+    /// Keep warm standby copies of this many other members' count partitions (with
+    /// --member; docs/state.md).
+    #[arg(long, default_value_t = 0)]
+    standby_replicas: u32,
     /// Serve the committed counts over HTTP on this address, e.g. 127.0.0.1:8080:
     /// `GET /stores/count/keys/{word}` (with --member).
     #[arg(long)]
@@ -246,6 +250,9 @@ async fn member(args: &Args, brokers: &str) -> anyhow::Result<()> {
     }
     if let Some(addr) = &args.query_addr {
         config = config.with_query_server(addr);
+    }
+    if args.standby_replicas > 0 {
+        config = config.with_standby_replicas(args.standby_replicas);
     }
     Runtime::new(config).run(wordcount(&input, &output)).await?;
     Ok(())

@@ -186,6 +186,12 @@ pub struct Config {
     /// How often the records of a repartition hop that are committed get deleted from it
     /// (DeleteRecords), in ms (default 30_000, as Kafka Streams; 100..=86_400_000).
     pub repartition_purge_interval_ms: u64,
+    /// Standby replicas of each changelog partition (default 0; 0..=16): each worker keeps
+    /// warm local copies of the states of up to this many partitions' worth it does not
+    /// own, tailing their changelogs, chosen by rendezvous hashing over the group's members,
+    /// so that taking a partition over restores only the tail (docs/state.md). Needs
+    /// `state_changelog`.
+    pub standby_replicas: u32,
     /// Address the worker's interactive-query HTTP server listens on, `host:port`
     /// (default none: no server; port 0 picks one). Serves the committed values of its
     /// keyed states and redirects to the instance that owns a key; see docs/state.md.
@@ -229,6 +235,7 @@ impl Default for Config {
             cache_max_bytes: 10 * 1024 * 1024,
             state_store_cache_bytes: 64 * 1024 * 1024,
             repartition_purge_interval_ms: 30_000,
+            standby_replicas: 0,
             query_server: None,
             query_advertised_address: None,
             security: Security::default(),
@@ -290,6 +297,7 @@ impl fmt::Debug for Config {
                 "repartition_purge_interval_ms",
                 &self.repartition_purge_interval_ms,
             )
+            .field("standby_replicas", &self.standby_replicas)
             .field("query_server", &self.query_server)
             .field("query_advertised_address", &self.query_advertised_address)
             .field("security", &self.security)
@@ -404,6 +412,13 @@ impl Config {
     /// Sets how often committed repartition records are purged.
     pub fn with_repartition_purge_interval(mut self, interval: Duration) -> Self {
         self.repartition_purge_interval_ms = interval.as_millis() as u64;
+        self
+    }
+
+    /// Keeps `replicas` warm standby copies of each changelog partition (see
+    /// [`Config::standby_replicas`]).
+    pub fn with_standby_replicas(mut self, replicas: u32) -> Self {
+        self.standby_replicas = replicas;
         self
     }
 
@@ -531,6 +546,7 @@ impl Config {
                 "REPARTITION_PURGE_INTERVAL_MS" => {
                     self.repartition_purge_interval_ms = num(&key, &v)?
                 }
+                "STANDBY_REPLICAS" => self.standby_replicas = num(&key, &v)?,
                 "QUERY_SERVER" => self.query_server = Some(v),
                 "QUERY_ADVERTISED_ADDRESS" => self.query_advertised_address = Some(v),
                 f if f.starts_with("LIBRDKAFKA_") => {
@@ -713,6 +729,13 @@ impl Config {
             100,
             86_400_000,
         )?;
+        range("standby_replicas", u64::from(self.standby_replicas), 0, 16)?;
+        if self.standby_replicas > 0 && !self.state_changelog {
+            return Err(Error::config(
+                "standby_replicas",
+                "needs state_changelog: a standby tails the changelog",
+            ));
+        }
         self.query_addresses()?;
         for key in self
             .kafka

@@ -51,6 +51,7 @@ pub mod codec;
 pub mod commit;
 pub mod config;
 pub mod error;
+pub(crate) mod group;
 pub(crate) mod instance;
 pub mod observability;
 pub mod operator;

@@ -161,7 +161,7 @@ impl<C: ConsumerContext + 'static> Group for KafkaGroup<'_, C> {
 }
 
 /// The consumer's current member id and generation, as librdkafka would send them.
-fn member_and_generation<C: ConsumerContext + 'static>(
+pub(crate) fn member_and_generation<C: ConsumerContext + 'static>(
     consumer: &BaseConsumer<C>,
 ) -> Option<(String, i32)> {
     use rdkafka::bindings as rd;

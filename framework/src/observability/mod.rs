@@ -63,6 +63,8 @@ pub mod metric {
     pub const TABLE_RECORDS_SKIPPED: &str = "exactly_table_records_skipped_total";
     /// Records that arrived after their window closed.
     pub const WINDOW_LATE_RECORDS: &str = "exactly_window_late_records_total";
+    /// How far a standby copy of a changelog partition is behind its end.
+    pub const STANDBY_LAG: &str = "exactly_standby_lag";
 
     /// Every metric, in the order `docs/metrics.md` lists them.
     pub const ALL: &[Metric] = &[
@@ -82,6 +84,7 @@ pub mod metric {
         Metric { name: TABLE_ROWS, kind: "gauge", labels: "topic", help: "rows of a global table" },
         Metric { name: TABLE_RECORDS_SKIPPED, kind: "counter", labels: "topic", help: "records of a global table's topic without a key, skipped" },
         Metric { name: WINDOW_LATE_RECORDS, kind: "counter", labels: "operator", help: "records that arrived after their window closed (dropped, or sent to the late topic)" },
+        Metric { name: STANDBY_LAG, kind: "gauge", labels: "topic, partition", help: "changelog records a standby copy of a partition's state is behind (every 2 s; see docs/state.md)" },
     ];
 
     /// `docs/metrics.md`'s table of [`ALL`].

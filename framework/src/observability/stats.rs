@@ -22,6 +22,8 @@ pub struct Stats {
     pub(crate) duplicate_deliveries: AtomicU64,
     pub(crate) recoveries: AtomicU64,
     pub(crate) past_retention: AtomicU64,
+    pub(crate) standby_partitions: AtomicU64,
+    pub(crate) standby_lag: AtomicU64,
     /// `records_out` when the last cycle committed (for the committed-records counter).
     records_out_committed: AtomicU64,
 }
@@ -59,6 +61,10 @@ pub struct StatsSnapshot {
     /// Records written with a timestamp older than their topic's `retention.ms` (the
     /// broker deletes them soon after).
     pub records_past_retention: u64,
+    /// Changelog partitions this worker keeps standby copies of (`standby_replicas`).
+    pub standby_partitions: u64,
+    /// Changelog records those copies are behind, in all (measured every 2 s).
+    pub standby_lag: u64,
 }
 
 impl Stats {
@@ -78,6 +84,8 @@ impl Stats {
             restored_records: get(&self.restored_records),
             restore_time: Duration::from_nanos(get(&self.restore_nanos)),
             duplicate_deliveries_skipped: get(&self.duplicate_deliveries),
+            standby_partitions: get(&self.standby_partitions),
+            standby_lag: get(&self.standby_lag),
             recoveries: get(&self.recoveries),
             records_past_retention: get(&self.past_retention),
         }

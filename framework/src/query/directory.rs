@@ -11,7 +11,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, KafkaOp, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,42 +33,6 @@ pub(crate) fn address_in(client_id: &str) -> Option<&str> {
         .rsplit_once(MARK)
         .map(|(_, a)| a)
         .filter(|a| !a.is_empty())
-}
-
-/// The topic partitions of a consumer-protocol assignment (`ConsumerProtocolAssignment`:
-/// version, then per topic its name and partitions, then user data).
-pub(crate) fn assigned_partitions(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
-    let mut r = Reader(bytes);
-    let _version = r.i16()?;
-    let topics = r.i32()?;
-    let mut out = Vec::new();
-    for _ in 0..topics.max(0) {
-        let len = usize::try_from(r.i16()?).ok()?;
-        let topic = String::from_utf8(r.take(len)?.to_vec()).ok()?;
-        for _ in 0..r.i32()?.max(0) {
-            out.push((topic.clone(), r.i32()?));
-        }
-    }
-    Some(out)
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
 }
 
 /// Query addresses by topic partition, with when they were read.
@@ -118,19 +82,10 @@ impl Directory {
     }
 
     fn describe(&self) -> Result<HashMap<(String, i32), String>> {
-        let list = self
-            .client
-            .fetch_group_list(Some(&self.group), Duration::from_secs(10))
-            .map_err(|e| Error::kafka(KafkaOp::Metadata, e))?;
         let mut owners = HashMap::new();
-        for group in list.groups().iter().filter(|g| g.name() == self.group) {
-            for member in group.members() {
-                let (Some(address), Some(assignment)) =
-                    (address_in(member.client_id()), member.assignment())
-                else {
-                    continue;
-                };
-                for tp in assigned_partitions(assignment).unwrap_or_default() {
+        for member in crate::group::describe(&self.client, &self.group)? {
+            if let Some(address) = address_in(&member.client_id) {
+                for tp in member.partitions {
                     owners.insert(tp, address.to_string());
                 }
             }
@@ -153,26 +108,5 @@ mod tests {
             Some("h:1".to_string())
         );
         assert_eq!(address_in("rdkafka"), None);
-    }
-
-    #[test]
-    fn an_assignment_lists_its_topic_partitions() {
-        let mut b = Vec::new();
-        b.extend(1i16.to_be_bytes()); // version
-        b.extend(2i32.to_be_bytes()); // topics
-        for (topic, parts) in [("a", vec![0i32, 2]), ("bb", vec![1])] {
-            b.extend((topic.len() as i16).to_be_bytes());
-            b.extend(topic.as_bytes());
-            b.extend((parts.len() as i32).to_be_bytes());
-            for p in parts {
-                b.extend(p.to_be_bytes());
-            }
-        }
-        b.extend((-1i32).to_be_bytes()); // no user data
-        assert_eq!(
-            assigned_partitions(&b),
-            Some(vec![("a".into(), 0), ("a".into(), 2), ("bb".into(), 1)])
-        );
-        assert_eq!(assigned_partitions(&b[..7]), None);
     }
 }

@@ -6,6 +6,8 @@
 //! closes (the [`Registration`] is dropped with the state). Only states keyed by their
 //! stage's input key type are queryable: the stage's key codec then decodes a URL key, and
 //! the partition of a key is where the stage's input puts it.
+// Without the `query` feature nothing reads the registry (tasks still register).
+#![cfg_attr(not(feature = "query"), allow(dead_code))]
 
 use crate::codec::Codec;
 use crate::state::store;

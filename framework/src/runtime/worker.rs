@@ -694,6 +694,11 @@ impl ConsumerContext for WorkerContext {
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
+                if let Some(st) = lock(&self.state).as_ref() {
+                    st.state.set_member_id(
+                        crate::commit::kafka::member_and_generation(consumer).map(|(m, _)| m),
+                    );
+                }
                 self.stats
                     .partitions
                     .fetch_add(tpl.count() as u64, Ordering::Relaxed);
@@ -978,6 +983,19 @@ fn run_worker(
         timeout: config.kafka_call_timeout(),
         instance: config.group_instance_id.clone(),
     };
+    let manager = Arc::new(StateManager::new(
+        config.clone(),
+        output.clone(),
+        inputs,
+        stats.clone(),
+        instance.dir().join(crate::state::STORE_DIR),
+        queries.map(|q| q.registry.clone()),
+    ));
+    for stage in &pipeline.stages {
+        for d in &stage.queryable {
+            manager.add_standby_target(&d.operator, &d.state, &stage.input.resolve(app))?;
+        }
+    }
     let state = Arc::new(Mutex::new(Some(WorkerState {
         committer: Committer::new(&config, transactions, stats.clone(), poison.clone()),
         builds: pipeline
@@ -987,14 +1005,7 @@ fn run_worker(
             .collect(),
         internal,
         output: output.clone(),
-        state: Arc::new(StateManager::new(
-            config.clone(),
-            output.clone(),
-            inputs,
-            stats.clone(),
-            instance.dir().join(crate::state::STORE_DIR),
-            queries.map(|q| q.registry.clone()),
-        )),
+        state: manager,
         tasks: Tasks::new(),
         stats: stats.clone(),
         poison: poison.clone(),

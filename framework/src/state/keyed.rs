@@ -55,6 +55,8 @@ pub(crate) struct StateCell {
     pub(crate) applying: Option<InFlight>,
     /// This state's entry in the query server's registry, removed with the cell.
     pub(crate) registration: Option<crate::query::registry::Registration>,
+    /// Keeps the worker's standby off this state's changelog partition while it is open.
+    pub(crate) active: Option<super::standby::ActiveGuard>,
 }
 
 impl StateCell {
@@ -73,6 +75,7 @@ impl StateCell {
             applier,
             applying: None,
             registration: None,
+            active: None,
         }
     }
 

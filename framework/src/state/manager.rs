@@ -6,6 +6,7 @@ use super::applier::Applier;
 use super::changelog::{topic_name, ChangelogWriter};
 use super::keyed::{Committed, StateCell};
 use super::restore::restore;
+use super::standby;
 use super::store::{self, Checkpoint};
 use crate::config::Config;
 use crate::error::{Error, KafkaOp, Result};
@@ -40,6 +41,10 @@ pub(crate) struct StateManager {
     restorer: Mutex<Option<BaseConsumer>>,
     /// The query server's view of this worker's states (with a query server).
     queries: Option<Arc<QueryRegistry>>,
+    /// What this worker's standby shares with its tasks.
+    standby_shared: Arc<standby::Shared>,
+    /// The standby thread (started with the first state, when `standby_replicas` > 0).
+    standby: OnceLock<standby::Standby>,
 }
 
 impl StateManager {
@@ -68,6 +73,8 @@ impl StateManager {
             watermarks: OnceLock::new(),
             restorer: Mutex::new(None),
             queries,
+            standby_shared: Arc::default(),
+            standby: OnceLock::new(),
         }
     }
 
@@ -212,9 +219,23 @@ impl StateManager {
             )),
             _ => None,
         };
+        let mut active = None;
         let (changelog, checkpoint) = if self.config.state_changelog {
             let topic = topic_name(&self.config.application_id, operator, state);
             let retention = self.ensure_changelog(&topic)?;
+            if self.config.standby_replicas > 0 {
+                // From here on the standby leaves this partition's tree to the task.
+                active = Some(self.standby_shared.activate(
+                    standby::Target {
+                        changelog: topic.clone(),
+                        operator: operator.to_string(),
+                        state: state.to_string(),
+                        task_topic: task.topic.to_string(),
+                    },
+                    task.partition,
+                ));
+                self.start_standby()?;
+            }
             let cp = restore(self, &tree, &topic, task.partition, start_offset, retention)?;
             (Some(topic), cp)
         } else {
@@ -237,7 +258,53 @@ impl StateManager {
             applier,
         );
         cell.registration = registration;
+        cell.active = active;
         Ok(cell)
+    }
+
+    /// Makes a state a standby target before any task of this worker opens it (a state its
+    /// pipeline declares, `Stream::serves_state`), and starts the standby. Does nothing
+    /// unless `standby_replicas` > 0.
+    ///
+    /// # Errors
+    /// As [`open_cell`](Self::open_cell) when the store or the standby consumer fails.
+    pub(crate) fn add_standby_target(
+        &self,
+        operator: &str,
+        state: &str,
+        task_topic: &str,
+    ) -> Result<()> {
+        if self.config.standby_replicas == 0 || !self.config.state_changelog {
+            return Ok(());
+        }
+        self.standby_shared.add_target(standby::Target {
+            changelog: topic_name(&self.config.application_id, operator, state),
+            operator: operator.to_string(),
+            state: state.to_string(),
+            task_topic: task_topic.to_string(),
+        });
+        self.start_standby()
+    }
+
+    /// Starts the standby thread once.
+    fn start_standby(&self) -> Result<()> {
+        if self.standby.get().is_some() {
+            return Ok(());
+        }
+        let started = standby::Standby::start(
+            &self.config,
+            self.db()?.clone(),
+            self.standby_shared.clone(),
+            self.input_partitions,
+            self.stats.clone(),
+        )?;
+        let _ = self.standby.set(started);
+        Ok(())
+    }
+
+    /// Records this worker's member id, by which the standby ranks the group's members.
+    pub(crate) fn set_member_id(&self, id: Option<String>) {
+        self.standby_shared.set_member_id(id);
     }
 }
 

@@ -105,6 +105,7 @@ pub(crate) fn scan(tree: &sled::Tree) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 ///
 /// # Errors
 /// [`Error::State`] for an unreadable store.
+#[cfg_attr(not(feature = "query"), allow(dead_code))]
 pub(crate) fn scan_range(
     tree: &sled::Tree,
     from: Option<&[u8]>,

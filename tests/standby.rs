@@ -1,0 +1,177 @@
+//! Warm standbys (`Config::with_standby_replicas`) against a real broker: two word-count
+//! members each keep a standby copy of the other's count partitions; when one leaves, the
+//! survivor takes its partitions over replaying fewer than 1 % of the changelog's records —
+//! where the same run without standbys replays the moved partitions' whole changelog — and
+//! the counts stay exact.
+
+mod common;
+
+use common::copy_check::wait_until_committed;
+use common::*;
+use exactly::prelude::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+struct Run {
+    b: String,
+    input: String,
+    output: String,
+    group: String,
+    lines: Vec<&'static str>,
+}
+
+impl Run {
+    fn new(name: &str, lines: usize) -> Run {
+        let b = brokers();
+        let input = new_topic(&b, &format!("{name}-lines"), 4);
+        let output = new_topic(&b, &format!("{name}-counts"), 4);
+        Run {
+            group: unique_name(name),
+            b,
+            input,
+            output,
+            lines: wordcount::KJV.lines().take(lines).collect(),
+        }
+    }
+
+    fn load(&self, lines: &[&str]) {
+        produce(
+            &self.b,
+            &self.input,
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (Some(i as i32 % 4), None::<&str>, *l)),
+        )
+        .unwrap();
+    }
+
+    fn wait_done(&self) {
+        wait_until_committed(&self.b, &self.group, &self.input, Duration::from_secs(180));
+        let repartition = format!("{}-words-repartition", self.group);
+        wait_until_committed(&self.b, &self.group, &repartition, Duration::from_secs(180));
+    }
+
+    fn changelog(&self) -> String {
+        exactly::framework::state::changelog::topic_name(&self.group, "count", "counts")
+    }
+
+    /// Records in the changelog (sum of its partitions' high watermarks).
+    fn changelog_records(&self) -> i64 {
+        watermarks(&self.b, &self.changelog())
+            .unwrap()
+            .iter()
+            .map(|(_, _, high)| high)
+            .sum()
+    }
+
+    fn assert_exact(&self, expected: &BTreeMap<String, u64>) {
+        let out = read_to_end(
+            &self.b,
+            &self.output,
+            Isolation::ReadCommitted,
+            READ_DEADLINE,
+        )
+        .unwrap();
+        let check = wordcount::CountCheck::of(&out, expected);
+        assert!(check.is_exact(), "{check}");
+    }
+
+    fn cleanup(&self) {
+        let repartition = format!("{}-words-repartition", self.group);
+        let _ = delete_topic(
+            &self.b,
+            &[&self.input, &self.output, &repartition, &self.changelog()],
+        );
+    }
+}
+
+/// Two members count, one leaves, more input arrives so that every moved partition opens
+/// its state on the survivor; returns (changelog records before the handover, records the
+/// survivor replayed to take the partitions over, how long opening them took).
+fn take_over(name: &str, standby_replicas: u32) -> (i64, u64, Duration) {
+    let run = Run::new(name, 6_000);
+    let (first, second) = run.lines.split_at(5_000);
+    run.load(first);
+    let dir = std::env::temp_dir().join(unique_name("exactly-standby"));
+    let config = |w: &str| {
+        Config::new(&run.group, &run.b)
+            .with_state_dir(dir.join(w))
+            .with_standby_replicas(standby_replicas)
+            .with_consumer_property("heartbeat.interval.ms", "100")
+    };
+    let survivor = Runtime::new(config("survivor"))
+        .spawn(wordcount::pipeline(&run.input, &run.output))
+        .unwrap();
+    let leaver = Runtime::new(config("leaver"))
+        .spawn(wordcount::pipeline(&run.input, &run.output))
+        .unwrap();
+    // Both own partitions before the input is done: wait for the two to share the work.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while survivor.stats().partitions == 0 || leaver.stats().partitions == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the two members never shared the partitions"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.wait_done();
+    if standby_replicas > 0 {
+        // The survivor's copies have caught up with the changelog.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = survivor.stats();
+            if s.standby_partitions > 0 && s.standby_lag == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the survivor's standby never caught up: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let changelog = run.changelog_records();
+    let before = survivor.stats();
+    leaver.stop();
+    leaver.join().unwrap();
+    // New input on every partition: the survivor opens every moved state.
+    run.load(second);
+    run.wait_done();
+    let after = survivor.stats();
+    survivor.stop();
+    survivor.join().unwrap();
+    let expected = wordcount::expected_counts(run.lines.iter().copied());
+    run.assert_exact(&expected);
+    run.cleanup();
+    let _ = std::fs::remove_dir_all(dir);
+    (
+        changelog,
+        after.restored_records - before.restored_records,
+        after.restore_time - before.restore_time,
+    )
+}
+
+#[test]
+fn a_survivor_with_standbys_takes_over_replaying_under_one_percent() {
+    init_tracing();
+    let (changelog, replayed, took) = take_over("standby-on", 1);
+    let (changelog_cold, replayed_cold, took_cold) = take_over("standby-off", 0);
+    eprintln!(
+        "with standbys: {replayed} of {changelog} changelog records replayed in {took:?}; \
+         without: {replayed_cold} of {changelog_cold} in {took_cold:?}"
+    );
+    assert!(
+        changelog > 1_000,
+        "too small a changelog to tell: {changelog}"
+    );
+    assert!(
+        (replayed as f64) < 0.01 * changelog as f64,
+        "with standbys the survivor replayed {replayed} of {changelog} changelog records"
+    );
+    // Without standbys the moved partitions' changelog is replayed: the measure can fail.
+    assert!(
+        (replayed_cold as f64) > 0.1 * changelog_cold as f64,
+        "without standbys the survivor replayed only {replayed_cold} of {changelog_cold}"
+    );
+}
