@@ -89,7 +89,14 @@ fn failover(
     let output = testkit::unique_name("bench-failover-out");
     testkit::create_topic(brokers, &output, partitions)?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["--member", &group, "--member-input", input, "--member-output", &output])
+        .args([
+            "--member",
+            &group,
+            "--member-input",
+            input,
+            "--member-output",
+            &output,
+        ])
         .arg("--member-state-dir")
         .arg(dir.join(format!("victim-{standbys}")))
         .args(["--member-standbys", &standbys.to_string()])
@@ -111,7 +118,10 @@ fn failover(
                 break;
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "failover: the two members never settled: {s:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "failover: the two members never settled: {s:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let changelog = exactly::framework::state::changelog::topic_name(&group, "count", "counts");
@@ -262,13 +272,20 @@ fn main() -> anyhow::Result<()> {
         testkit::create_topic(&b, &failover_in, p)?;
         Loader::new(&b)?.send(
             &failover_in,
-            (0..args.failover_keys).map(|i| (Some((i % p as u64) as i32), Some(format!("key-{i}")), "1")),
+            (0..args.failover_keys)
+                .map(|i| (Some((i % p as u64) as i32), Some(format!("key-{i}")), "1")),
         )?;
         eprintln!("failover: loaded {} keys", args.failover_keys);
         let cold = failover(&b, &failover_in, p, 0, &dir)?;
-        eprintln!("failover without standbys: {} records replayed, {:?}", cold.replayed, cold.open_moved);
+        eprintln!(
+            "failover without standbys: {} records replayed, {:?}",
+            cold.replayed, cold.open_moved
+        );
         let warm = failover(&b, &failover_in, p, 1, &dir)?;
-        eprintln!("failover with standbys: {} records replayed, {:?}", warm.replayed, warm.open_moved);
+        eprintln!(
+            "failover with standbys: {} records replayed, {:?}",
+            warm.replayed, warm.open_moved
+        );
         testkit::delete_topic(&b, &[&failover_in])?;
         Some((cold, warm))
     } else {
