@@ -174,16 +174,6 @@ pub enum Error {
         /// What the gate saw.
         reason: String,
     },
-    /// librdkafka did not fetch some assigned partitions for a long time although they
-    /// have records (or their start offset was never resolved): the worker starts again in
-    /// place with a new consumer. See the runtime's fetch watchdog.
-    #[error("no fetch for {stalled_secs} s of assigned partitions that have records or an unresolved start offset ({partitions}); the worker starts again with a new consumer (exactly_recoveries_total{{cause=\"fetch_stalled\"}})")]
-    FetchStalled {
-        /// The partitions, `topic/partition`, comma-separated.
-        partitions: String,
-        /// How long the longest one went without a fetch, in seconds.
-        stalled_secs: u64,
-    },
     /// A transactional call did not return within its timeout (librdkafka does not always
     /// honour it: #5456): the producer is given up and the worker starts again in place
     /// with a new one, which fences the old one and aborts its transaction.
@@ -372,7 +362,6 @@ impl Error {
             Error::TransactionTimedOut { .. } => Some("transaction_timed_out"),
             Error::CommitOutcomeUnknown { .. } => Some("commit_outcome_unknown"),
             Error::MembershipLost { .. } => Some("membership_lost"),
-            Error::FetchStalled { .. } => Some("fetch_stalled"),
             Error::TransactionCallHung { .. } => Some("transaction_call_hung"),
             // A new producer and consumer fix what broke the cycles only if they would fix
             // the last error (not, say, a local store that cannot be caught up).
@@ -413,7 +402,6 @@ impl Error {
             | Error::Config { .. }
             | Error::MissingTopic { .. }
             | Error::Unreachable { .. }
-            | Error::FetchStalled { .. }
             | Error::TransactionCallHung { .. }
             | Error::AbortedInARow { .. }
             | Error::NotAuthorized { .. }

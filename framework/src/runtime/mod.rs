@@ -1,11 +1,10 @@
 //! Running pipelines: [`Runtime`] starts workers; each is one member of the consumer group.
 //!
 //! Wiring only: the worker loop lives in `worker`, the group consumer in `consumer`, a task
-//! in `task`, the watchdog for partitions librdkafka stops fetching in `fetch_watch`; the commit protocol in [`commit`](crate::commit), output in
+//! in `task`; the commit protocol in [`commit`](crate::commit), output in
 //! [`producer`](crate::producer).
 
 pub(crate) mod consumer;
-pub(crate) mod fetch_watch;
 pub(crate) mod task;
 pub(crate) mod worker;
 

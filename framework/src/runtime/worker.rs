@@ -16,7 +16,6 @@ use crate::producer::{DeliveryContext, WorkerProducer};
 use crate::query::registry::QueryRegistry;
 use crate::record::TaskId;
 use crate::runtime::consumer;
-use crate::runtime::fetch_watch::{assigned_partitions, FetchWatch};
 use crate::runtime::task::{Task, Tasks};
 use crate::state::manager::StateManager;
 use crate::topics;
@@ -61,8 +60,6 @@ pub(crate) struct WorkerState {
     to_divert: HashMap<TaskId, BTreeMap<i64, String>>,
     /// Input topics of the records diverted in the open cycle (counted when it commits).
     diverted_in_cycle: Vec<Arc<str>>,
-    /// Assigned partitions librdkafka does not fetch, from its statistics.
-    fetch_watch: FetchWatch,
     /// Whether a query server reads this worker's states (tasks then start when idle).
     serves_queries: bool,
     last_idle_start: Instant,
@@ -638,30 +635,8 @@ pub(crate) struct WorkerContext {
 
 impl ClientContext for WorkerContext {
     /// librdkafka's periodic statistics: publishes the consumer lag of each partition as the
-    /// gauge `exactly_partition_lag{topic, partition}`, and gives the fetch watchdog what
-    /// it needs (a stalled fetch stops the loop with [`Error::FetchStalled`]).
+    /// gauge `exactly_partition_lag{topic, partition}`.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        // `try_lock`: a report that comes while the state is busy is skipped, never waited on.
-        let mut guard = match self.state.try_lock() {
-            Ok(g) => Some(g),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        };
-        if let Some(st) = guard.as_mut().and_then(|g| g.as_mut()) {
-            let stalled = st
-                .fetch_watch
-                .observe(statistics.ts, assigned_partitions(&statistics));
-            if !stalled.is_empty() && st.fatal.is_none() {
-                let longest = stalled.iter().map(|(_, d)| *d).max().unwrap_or_default();
-                let partitions: Vec<String> = stalled.into_iter().map(|(p, _)| p).collect();
-                tracing::warn!(?partitions, ?longest, "assigned partitions are not fetched");
-                st.fatal = Some(Error::FetchStalled {
-                    partitions: partitions.join(", "),
-                    stalled_secs: longest.as_secs(),
-                });
-            }
-        }
-        drop(guard);
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
@@ -1017,7 +992,6 @@ fn run_worker(
         bad_records: pipeline.bad_records.clone(),
         to_divert: HashMap::new(),
         diverted_in_cycle: Vec::new(),
-        fetch_watch: FetchWatch::default(),
         serves_queries: queries.is_some(),
         last_idle_start: Instant::now(),
     })));
