@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::copy_check::wait_until_committed;
+use common::corpus::Corpus;
 use common::*;
 use exactly::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,78 +77,6 @@ fn key_url(server: std::net::SocketAddr, word: &str) -> String {
     format!("http://{server}/stores/count/keys/{encoded}")
 }
 
-struct Corpus {
-    b: String,
-    input: String,
-    output: String,
-    group: String,
-    expected: BTreeMap<String, u64>,
-}
-
-impl Corpus {
-    fn load(name: &str, lines: usize) -> Corpus {
-        let b = brokers();
-        let lines: Vec<&str> = wordcount::KJV.lines().take(lines).collect();
-        let expected = wordcount::expected_counts(lines.iter().copied());
-        let input = new_topic(&b, &format!("{name}-lines"), 4);
-        let output = new_topic(&b, &format!("{name}-counts"), 4);
-        produce(
-            &b,
-            &input,
-            lines
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (Some(i as i32 % 4), None::<&str>, *l)),
-        )
-        .unwrap();
-        Corpus {
-            group: unique_name(name),
-            b,
-            input,
-            output,
-            expected,
-        }
-    }
-
-    fn wait_done(&self) {
-        wait_until_committed(&self.b, &self.group, &self.input, Duration::from_secs(180));
-        let repartition = format!("{}-words-repartition", self.group);
-        wait_until_committed(&self.b, &self.group, &repartition, Duration::from_secs(180));
-    }
-
-    /// Every count each word had in the committed output.
-    fn committed_counts(&self) -> BTreeMap<String, BTreeSet<u64>> {
-        let out = read_to_end(
-            &self.b,
-            &self.output,
-            Isolation::ReadCommitted,
-            READ_DEADLINE,
-        )
-        .unwrap();
-        let mut counts: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-        for r in out {
-            let word = String::from_utf8(r.key.unwrap()).unwrap();
-            let n = String::from_utf8(r.value.unwrap())
-                .unwrap()
-                .parse()
-                .unwrap();
-            counts.entry(word).or_default().insert(n);
-        }
-        counts
-    }
-
-    fn cleanup(&self) {
-        let internal = [
-            format!("{}-words-repartition", self.group),
-            exactly::framework::state::changelog::topic_name(&self.group, "count", "counts"),
-        ];
-        let _ = delete_topic(
-            &self.b,
-            &[&self.input, &self.output, &internal[0], &internal[1]],
-        );
-    }
-}
-
 /// Asks both servers for every word until all answers equal the direct count (the last
 /// committed cycle reaches sled shortly after its commit), or panics after `deadline`
 /// with the differences. Returns how many answers came through a redirect.
@@ -189,6 +117,7 @@ fn assert_all_counts(
 fn every_count_is_served_by_either_member_and_never_an_uncommitted_one() {
     init_tracing();
     let c = Corpus::load("queries", 2_000);
+    let expected = c.expected();
     let dir = std::env::temp_dir().join(unique_name("exactly-queries"));
     let config = |w: &str| {
         Config::new(&c.group, &c.b)
@@ -206,7 +135,7 @@ fn every_count_is_served_by_either_member_and_never_an_uncommitted_one() {
 
     // While the members count and a third one joins and leaves, a client keeps asking.
     let stop = Arc::new(AtomicBool::new(false));
-    let words: Vec<String> = c.expected.keys().take(200).cloned().collect();
+    let words: Vec<String> = expected.keys().take(200).cloned().collect();
     let asker = {
         let (stop, words) = (stop.clone(), words.clone());
         std::thread::spawn(move || {
@@ -241,7 +170,7 @@ fn every_count_is_served_by_either_member_and_never_an_uncommitted_one() {
     let seen = asker.join().unwrap();
 
     // Caught up: every word through either member, redirects followed.
-    let redirected = assert_all_counts(&servers, &c.expected, Duration::from_secs(30));
+    let redirected = assert_all_counts(&servers, &expected, Duration::from_secs(30));
     assert!(
         redirected > 0,
         "no answer came through a redirect: one member owns every partition?"
@@ -274,7 +203,7 @@ fn every_count_is_served_by_either_member_and_never_an_uncommitted_one() {
     eprintln!(
         "{} queries during the run {statuses:?}; {} words exact through both members, {redirected} via a redirect",
         seen.len(),
-        c.expected.len()
+        expected.len()
     );
 
     // A range of one member's keys, and its health.
@@ -288,7 +217,7 @@ fn every_count_is_served_by_either_member_and_never_an_uncommitted_one() {
     assert_eq!(entries.len(), 5, "{:?}", range.body);
     for e in entries {
         let word = e["key"].as_str().unwrap();
-        assert_eq!(e["value"].as_u64(), c.expected.get(word).copied(), "{e}");
+        assert_eq!(e["value"].as_u64(), expected.get(word).copied(), "{e}");
     }
     let health = get(&agent, &format!("http://{}/health", servers[1]));
     assert_eq!(health.status, 200, "{:?}", health.body);
@@ -318,7 +247,7 @@ fn every_count_is_served_by_either_member_and_never_an_uncommitted_one() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_all_counts(&[servers[0], s4], &c.expected, Duration::from_secs(60));
+    assert_all_counts(&[servers[0], s4], &expected, Duration::from_secs(60));
 
     for w in [w1, w2, w4] {
         w.stop();

@@ -5,78 +5,12 @@
 
 mod common;
 
-use common::copy_check::{copier_binary, wait_until_committed, Rng};
+use common::copy_check::{copier_binary, Rng};
+use common::corpus::Corpus;
 use common::*;
 use exactly::prelude::*;
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
-
-struct Corpus {
-    b: String,
-    input: String,
-    output: String,
-    group: String,
-    expected: BTreeMap<String, u64>,
-}
-
-impl Corpus {
-    fn load(name: &str, lines: usize) -> Corpus {
-        let b = brokers();
-        let lines: Vec<&str> = wordcount::KJV.lines().take(lines).collect();
-        let expected = wordcount::expected_counts(lines.iter().copied());
-        let input = new_topic(&b, &format!("{name}-lines"), 4);
-        let output = new_topic(&b, &format!("{name}-counts"), 4);
-        produce(
-            &b,
-            &input,
-            lines
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (Some(i as i32 % 4), None::<&str>, *l)),
-        )
-        .unwrap();
-        Corpus {
-            group: unique_name(name),
-            b,
-            input,
-            output,
-            expected,
-        }
-    }
-
-    fn wait_done(&self) {
-        wait_until_committed(&self.b, &self.group, &self.input, Duration::from_secs(180));
-        let repartition = format!("{}-words-repartition", self.group);
-        wait_until_committed(&self.b, &self.group, &repartition, Duration::from_secs(180));
-    }
-
-    /// Each word's counts strictly increase and end at its number of occurrences
-    /// (`wordcount::CountCheck`).
-    fn assert_exact(&self) {
-        let out = read_to_end(
-            &self.b,
-            &self.output,
-            Isolation::ReadCommitted,
-            READ_DEADLINE,
-        )
-        .unwrap();
-        let check = wordcount::CountCheck::of(&out, &self.expected);
-        assert!(check.is_exact(), "{check}");
-        eprintln!("{check} ({} distinct words)", self.expected.len());
-    }
-
-    fn cleanup(&self) {
-        let internal = [
-            format!("{}-words-repartition", self.group),
-            exactly::framework::state::changelog::topic_name(&self.group, "count", "counts"),
-        ];
-        let _ = delete_topic(
-            &self.b,
-            &[&self.input, &self.output, &internal[0], &internal[1]],
-        );
-    }
-}
 
 #[test]
 fn word_count_through_a_repartition_is_exact_across_rebalances() {
@@ -162,7 +96,7 @@ fn committed_repartition_records_are_purged() {
         .unwrap();
     c.wait_done();
     // Once committed, the hop's records are deleted up to the committed offsets.
-    let repartition = format!("{}-words-repartition", c.group);
+    let repartition = c.repartition();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let committed = committed_offsets(&c.b, &c.group, &repartition).unwrap();

@@ -6,93 +6,18 @@
 
 mod common;
 
-use common::copy_check::wait_until_committed;
+use common::corpus::Corpus;
 use common::*;
 use exactly::prelude::*;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-struct Run {
-    b: String,
-    input: String,
-    output: String,
-    group: String,
-    lines: Vec<&'static str>,
-}
-
-impl Run {
-    fn new(name: &str, lines: usize) -> Run {
-        let b = brokers();
-        let input = new_topic(&b, &format!("{name}-lines"), 4);
-        let output = new_topic(&b, &format!("{name}-counts"), 4);
-        Run {
-            group: unique_name(name),
-            b,
-            input,
-            output,
-            lines: wordcount::KJV.lines().take(lines).collect(),
-        }
-    }
-
-    fn load(&self, lines: &[&str]) {
-        produce(
-            &self.b,
-            &self.input,
-            lines
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (Some(i as i32 % 4), None::<&str>, *l)),
-        )
-        .unwrap();
-    }
-
-    fn wait_done(&self) {
-        wait_until_committed(&self.b, &self.group, &self.input, Duration::from_secs(180));
-        let repartition = format!("{}-words-repartition", self.group);
-        wait_until_committed(&self.b, &self.group, &repartition, Duration::from_secs(180));
-    }
-
-    fn changelog(&self) -> String {
-        exactly::framework::state::changelog::topic_name(&self.group, "count", "counts")
-    }
-
-    /// Records in the changelog (sum of its partitions' high watermarks).
-    fn changelog_records(&self) -> i64 {
-        watermarks(&self.b, &self.changelog())
-            .unwrap()
-            .iter()
-            .map(|(_, _, high)| high)
-            .sum()
-    }
-
-    fn assert_exact(&self, expected: &BTreeMap<String, u64>) {
-        let out = read_to_end(
-            &self.b,
-            &self.output,
-            Isolation::ReadCommitted,
-            READ_DEADLINE,
-        )
-        .unwrap();
-        let check = wordcount::CountCheck::of(&out, expected);
-        assert!(check.is_exact(), "{check}");
-    }
-
-    fn cleanup(&self) {
-        let repartition = format!("{}-words-repartition", self.group);
-        let _ = delete_topic(
-            &self.b,
-            &[&self.input, &self.output, &repartition, &self.changelog()],
-        );
-    }
-}
 
 /// Two members count, one leaves, more input arrives so that every moved partition opens
 /// its state on the survivor; returns (changelog records before the handover, records the
 /// survivor replayed to take the partitions over, how long opening them took).
 fn take_over(name: &str, standby_replicas: u32) -> (i64, u64, Duration) {
-    let run = Run::new(name, 6_000);
+    let run = Corpus::new(name, 6_000);
     let (first, second) = run.lines.split_at(5_000);
-    run.load(first);
+    run.send(first);
     let dir = std::env::temp_dir().join(unique_name("exactly-standby"));
     let config = |w: &str| {
         Config::new(&run.group, &run.b)
@@ -131,18 +56,21 @@ fn take_over(name: &str, standby_replicas: u32) -> (i64, u64, Duration) {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let changelog = run.changelog_records();
+    let changelog: i64 = watermarks(&run.b, &run.changelog())
+        .unwrap()
+        .iter()
+        .map(|(_, _, high)| high)
+        .sum();
     let before = survivor.stats();
     leaver.stop();
     leaver.join().unwrap();
     // New input on every partition: the survivor opens every moved state.
-    run.load(second);
+    run.send(second);
     run.wait_done();
     let after = survivor.stats();
     survivor.stop();
     survivor.join().unwrap();
-    let expected = wordcount::expected_counts(run.lines.iter().copied());
-    run.assert_exact(&expected);
+    run.assert_exact();
     run.cleanup();
     let _ = std::fs::remove_dir_all(dir);
     (

@@ -113,10 +113,9 @@ fn failover(
     loop {
         let s = survivor.stats();
         let settled = s.partitions > 0 && s.partitions < partitions as u64;
-        if settled && testkit::caught_up(brokers, &group, input)? {
-            if standbys == 0 || (s.standby_partitions > 0 && s.standby_lag == 0) {
-                break;
-            }
+        let warm = standbys == 0 || (s.standby_partitions > 0 && s.standby_lag == 0);
+        if settled && warm && testkit::caught_up(brokers, &group, input)? {
+            break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod copy_check;
+pub mod corpus;
 pub mod counting;
 pub mod process;
 

@@ -219,12 +219,7 @@ impl WorkerState {
             topic: Arc::from(topic),
             partition,
         };
-        let Some(build) = self
-            .builds
-            .iter()
-            .find(|(t, _)| t == topic)
-            .map(|(_, b)| b.clone())
-        else {
+        let Some(build) = self.build_for(topic) else {
             return Err(Error::Worker(format!(
                 "a record of {topic}, which no stage reads"
             )));
@@ -248,25 +243,8 @@ impl WorkerState {
         }
         let start = committed.unwrap_or(offset);
         tracing::info!(task = %id, offset, committed = ?committed, "task started");
-        let mut chain = build(&TaskSetup {
-            id: id.clone(),
-            output: self.output.clone(),
-            state: self.state.clone(),
-            start_offset: start,
-            poison: self.poison.clone(),
-        })?;
-        chain.assign()?;
         let next = offset.max(start);
-        self.tasks.insert(
-            id.clone(),
-            Task {
-                id,
-                chain,
-                cycle_start: None,
-                next_offset: next,
-                committed: start,
-            },
-        );
+        self.open_task(id, &*build, start, next)?;
         if offset < next {
             return self.redelivered(m, next, start, consumer);
         }
@@ -351,12 +329,7 @@ impl WorkerState {
             // As for a task started by a record: no restore in a transaction that produced.
             self.commit(consumer)?;
         }
-        let Some(build) = self
-            .builds
-            .iter()
-            .find(|(t, _)| t == topic)
-            .map(|(_, b)| b.clone())
-        else {
+        let Some(build) = self.build_for(topic) else {
             return Ok(());
         };
         let committed = committed_offset(consumer, topic, partition, self.timeout())?;
@@ -380,6 +353,26 @@ impl WorkerState {
             partition,
         };
         tracing::info!(task = %id, committed = ?committed, start, "task started before its first record (its state is served to queries)");
+        self.open_task(id, &*build, start, start)
+    }
+
+    /// The chain builder of the stage that reads `topic`.
+    fn build_for(&self, topic: &str) -> Option<Arc<crate::pipeline::BuildTask>> {
+        self.builds
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Builds a task's chain (its operators open and restore their state) for input that
+    /// resumes at the committed offset `start`, the next record expected at `next`.
+    fn open_task(
+        &mut self,
+        id: TaskId,
+        build: &crate::pipeline::BuildTask,
+        start: i64,
+        next: i64,
+    ) -> Result<()> {
         let mut chain = build(&TaskSetup {
             id: id.clone(),
             output: self.output.clone(),
@@ -394,7 +387,7 @@ impl WorkerState {
                 id,
                 chain,
                 cycle_start: None,
-                next_offset: start,
+                next_offset: next,
                 committed: start,
             },
         );
