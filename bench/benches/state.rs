@@ -74,6 +74,8 @@ struct Failover {
     replayed: u64,
     open_moved: Duration,
     kill_to_processed: Duration,
+    /// From the survivor's new assignment until every partition has a record processed.
+    assigned_to_processed: Duration,
 }
 
 /// Two members count the same input (the second a child process), the child is
@@ -139,8 +141,15 @@ fn failover(
         input,
         (0..partitions).map(|i| (Some(i), Some(format!("after-kill-{i}")), "1")),
     )?;
+    // The group gives the survivor the killed member's partitions once its session ends.
+    while survivor.stats().partitions <= before.partitions {
+        anyhow::ensure!(killed.elapsed() < Duration::from_secs(120), "failover: no reassignment");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let assigned = Instant::now();
     wait_caught_up(brokers, &group, input)?;
     let kill_to_processed = killed.elapsed();
+    let assigned_to_processed = assigned.elapsed();
     let after = survivor.stats();
     survivor.stop();
     survivor.join()?;
@@ -150,6 +159,7 @@ fn failover(
         replayed: after.restored_records - before.restored_records,
         open_moved: after.restore_time - before.restore_time,
         kill_to_processed,
+        assigned_to_processed,
     })
 }
 
@@ -297,6 +307,7 @@ fn main() -> anyhow::Result<()> {
                 "replayed_records": f.replayed,
                 "open_moved_states_ms": f.open_moved.as_secs_f64() * 1000.0,
                 "kill_to_processed_ms": f.kill_to_processed.as_secs_f64() * 1000.0,
+                "assigned_to_processed_ms": f.assigned_to_processed.as_secs_f64() * 1000.0,
             })
         };
         serde_json::json!({
@@ -343,11 +354,12 @@ fn main() -> anyhow::Result<()> {
         Some((cold, warm)) => {
             let row = |name: &str, f: &Failover| {
                 format!(
-                    "| failover ({} keys), {name} | {} of {} changelog records replayed; moved states open in {:.0} ms; kill to every partition processed {:.1} s |\n",
+                    "| failover ({} keys), {name} | {} of {} changelog records replayed; moved states open in {:.0} ms; reassignment to every partition processed {:.2} s; kill to every partition processed {:.1} s |\n",
                     args.failover_keys,
                     f.replayed,
                     f.changelog_records,
                     f.open_moved.as_secs_f64() * 1000.0,
+                    f.assigned_to_processed.as_secs_f64(),
                     f.kill_to_processed.as_secs_f64(),
                 )
             };
