@@ -143,7 +143,10 @@ fn failover(
     )?;
     // The group gives the survivor the killed member's partitions once its session ends.
     while survivor.stats().partitions <= before.partitions {
-        anyhow::ensure!(killed.elapsed() < Duration::from_secs(120), "failover: no reassignment");
+        anyhow::ensure!(
+            killed.elapsed() < Duration::from_secs(120),
+            "failover: no reassignment"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let assigned = Instant::now();
