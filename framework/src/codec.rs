@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// Turns a `T` into bytes and back. Errors are messages; the runtime adds the record's
 /// topic, partition and offset.
@@ -45,6 +46,33 @@ impl<K: 'static> Codec<Option<K>> for OptionalKey<K> {
     }
     fn decode(&self, bytes: Option<&[u8]>) -> Result<Option<K>, String> {
         self.0.decode(bytes).map(Some)
+    }
+}
+
+/// A stage input's key codec, type-erased: an `Arc<dyn Codec<K0>>` and an
+/// `Arc<dyn Codec<Option<K0>>>` for the input key type `K0`. A state keyed by `K0` or by
+/// `Option<K0>` (a record's key) is queryable with them (`Context::queryable_state`).
+#[derive(Clone)]
+pub(crate) struct InputKey {
+    pub(crate) plain: Arc<dyn std::any::Any + Send + Sync>,
+    pub(crate) optional: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl InputKey {
+    pub(crate) fn of<K: 'static>(key: Arc<dyn Codec<K>>) -> Self {
+        let optional: Arc<dyn Codec<Option<K>>> = Arc::new(OptionalKey(key.clone()));
+        InputKey {
+            plain: Arc::new(key),
+            optional: Arc::new(optional),
+        }
+    }
+
+    /// The codec of a state key `SK` (the input key type or its `Option`), if it is one.
+    pub(crate) fn codec<SK: 'static>(&self) -> Option<Arc<dyn Codec<SK>>> {
+        self.plain
+            .downcast_ref::<Arc<dyn Codec<SK>>>()
+            .or_else(|| self.optional.downcast_ref::<Arc<dyn Codec<SK>>>())
+            .cloned()
     }
 }
 

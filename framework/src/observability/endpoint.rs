@@ -74,6 +74,13 @@ impl MetricsEndpoint {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| cannot(&e))?;
         let bound = listener.local_addr().map_err(|e| cannot(&e))?;
         listener.set_nonblocking(true).map_err(|e| cannot(&e))?;
+        // One endpoint per process; a query server's `/metrics` shares its recorder.
+        static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if INSTALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(cannot(
+                &"a metrics endpoint is already installed in this process",
+            ));
+        }
         let handle = prometheus_handle().map_err(|e| cannot(&e))?;
         std::thread::Builder::new()
             .name("exactly-metrics".into())

@@ -4,14 +4,14 @@
 //! nothing. The runtime makes one instance per task (input partition), so an operator's
 //! fields are naturally per-partition.
 
+use crate::codec::InputKey;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::pipeline::InputKey;
 use crate::producer::Sink;
-use crate::query::registry::{QueryCodec, TypedQueryCodec};
 use crate::record::{Record, TaskId};
 use crate::state::keyed::{Committed, StateCell};
 use crate::state::manager::StateManager;
+use crate::state::queryable::{QueryCodec, TypedQueryCodec};
 use crate::state::{Checkpoint, KeyedState, StateDescriptor};
 use serde::de::DeserializeOwned;
 use serde::Serialize;

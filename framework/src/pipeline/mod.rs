@@ -7,7 +7,7 @@ pub(crate) mod node;
 pub(crate) use bad_records::header as bad_record_header;
 pub use bad_records::BadRecords;
 
-use crate::codec::{Codec, RawSerde};
+use crate::codec::{Codec, InputKey, RawSerde};
 use crate::error::Result;
 use crate::operator::{Context, Operator};
 use crate::producer::{Sink, WorkerProducer};
@@ -38,7 +38,7 @@ pub(crate) struct Stage {
 pub(crate) struct QueryDecl {
     pub(crate) operator: String,
     pub(crate) state: String,
-    pub(crate) codec: Arc<dyn crate::query::registry::QueryCodec>,
+    pub(crate) codec: Arc<dyn crate::state::queryable::QueryCodec>,
 }
 
 /// What the runtime gives a new task's chain.
@@ -218,38 +218,11 @@ pub struct Stream<K, V> {
     operators: Vec<String>,
     side_topics: Vec<String>,
     build: Arc<BuildChain<K, V>>,
-    /// The stage input's key codec (see [`InputKey`]).
+    /// The stage input's key codec (see `codec::InputKey`).
     input_key: InputKey,
     /// The states this stage's operators serve to queries.
     queryable: Vec<QueryDecl>,
     _types: PhantomData<fn() -> (K, V)>,
-}
-
-/// A stage input's key codec, type-erased: an `Arc<dyn Codec<K0>>` and an
-/// `Arc<dyn Codec<Option<K0>>>` for the input key type `K0`. A state keyed by `K0` or by
-/// `Option<K0>` (a record's key) is queryable with them (`Context::queryable_state`).
-#[derive(Clone)]
-pub(crate) struct InputKey {
-    pub(crate) plain: Arc<dyn std::any::Any + Send + Sync>,
-    pub(crate) optional: Arc<dyn std::any::Any + Send + Sync>,
-}
-
-impl InputKey {
-    fn of<K: 'static>(key: Arc<dyn Codec<K>>) -> Self {
-        let optional: Arc<dyn Codec<Option<K>>> = Arc::new(crate::codec::OptionalKey(key.clone()));
-        InputKey {
-            plain: Arc::new(key),
-            optional: Arc::new(optional),
-        }
-    }
-
-    /// The codec of a state key `SK` (the input key type or its `Option`), if it is one.
-    pub(crate) fn codec<SK: 'static>(&self) -> Option<Arc<dyn Codec<SK>>> {
-        self.plain
-            .downcast_ref::<Arc<dyn Codec<SK>>>()
-            .or_else(|| self.optional.downcast_ref::<Arc<dyn Codec<SK>>>())
-            .cloned()
-    }
 }
 
 impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
@@ -445,7 +418,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             Some(codec) => self.queryable.push(QueryDecl {
                 operator: operator.to_string(),
                 state: state.to_string(),
-                codec: Arc::new(crate::query::registry::TypedQueryCodec::<SK, SV>::new(
+                codec: Arc::new(crate::state::queryable::TypedQueryCodec::<SK, SV>::new(
                     codec,
                 )),
             }),

@@ -1,12 +1,12 @@
 //! Interactive queries: the committed values of a worker's keyed states over HTTP, and the
 //! way to the instance that owns a key.
 //!
-//! `registry` knows which states and partitions this worker holds and how to decode a key
-//! from a URL; `directory` finds a partition's owner and its query address in the consumer
-//! group's description; `server` answers HTTP (feature `query`). Queries read what sled
-//! holds for a task: values of committed cycles only, never a cycle's open overlay.
+//! The state layer's registry (`state::queryable`) knows which states and partitions this
+//! worker holds and how to decode a key from a URL; `directory` finds a partition's owner
+//! and its query address in the consumer group's description; `server` answers HTTP
+//! (feature `query`). Queries read what sled holds for a task: values of committed cycles
+//! only, never a cycle's open overlay.
 
 pub(crate) mod directory;
-pub(crate) mod registry;
 #[cfg(feature = "query")]
 pub(crate) mod server;

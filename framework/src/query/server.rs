@@ -13,9 +13,9 @@
 //! is decoded with the stage's key serde (a string as it is, a JSON key as JSON).
 
 use super::directory::Directory;
-use super::registry::{committed_value, partition_of, Local, QueryRegistry};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::state::queryable::{committed_value, partition_of, Local, QueryRegistry};
 use crate::state::store;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{header, StatusCode};

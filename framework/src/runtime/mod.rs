@@ -98,7 +98,7 @@ impl Runtime {
 fn start_query_server(
     config: &Config,
 ) -> Result<(Option<QueryServer>, Option<worker::WorkerQueries>)> {
-    let registry = Arc::new(crate::query::registry::QueryRegistry::default());
+    let registry = Arc::new(crate::state::queryable::QueryRegistry::default());
     let server = crate::query::server::start(config, registry.clone())?;
     let queries = server.as_ref().map(|s| worker::WorkerQueries {
         registry,

@@ -54,7 +54,7 @@ pub(crate) struct StateCell {
     /// and sled.
     pub(crate) applying: Option<InFlight>,
     /// This state's entry in the query server's registry, removed with the cell.
-    pub(crate) registration: Option<crate::query::registry::Registration>,
+    pub(crate) registration: Option<crate::state::queryable::Registration>,
     /// Keeps the worker's standby off this state's changelog partition while it is open.
     pub(crate) active: Option<super::standby::ActiveGuard>,
 }

@@ -19,12 +19,14 @@
 //! `manager` holds the worker's store and opens states; `changelog` names the topics and
 //! writes them; `restore` brings a store up to date; `store` is sled; `keyed` the typed
 //! handles and the overlay; `applier` writes committed overlays to sled off the
-//! processing thread; `standby` keeps warm copies of partitions other workers own.
+//! processing thread; `standby` keeps warm copies of partitions other workers own;
+//! `queryable` tells the query server which states this worker holds.
 
 pub(crate) mod applier;
 pub mod changelog;
 pub(crate) mod keyed;
 pub(crate) mod manager;
+pub(crate) mod queryable;
 pub(crate) mod restore;
 pub(crate) mod standby;
 pub(crate) mod store;

@@ -9,8 +9,8 @@
 // Without the `query` feature nothing reads the registry (tasks still register).
 #![cfg_attr(not(feature = "query"), allow(dead_code))]
 
+use super::store;
 use crate::codec::Codec;
-use crate::state::store;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
