@@ -30,13 +30,15 @@
 //!
 //! ```text
 //! runtime      Runtime, Worker, the worker loop, tasks, the group consumer
-//! commit       the commit protocol's core (no I/O) and its Kafka side
+//! commit       the commit protocol's core (no I/O) and its Kafka side; query: the
+//!              interactive-query HTTP server and its directory of owners
 //! pipeline     the builder and the per-task chain of nodes
 //! operator     the Operator trait, Context, Collector
-//! state        keyed state: store, changelog, restore, the state manager; table:
-//!              global tables and their reader service
+//! state        keyed state: store, changelog, restore, standbys, the queryable
+//!              registry, the state manager; table: global tables and their reader service
 //! producer     the worker-wide producer and the Sink description
-//! topics       topic names, metadata checks, internal topics
+//! topics       topic names, metadata checks, internal topics; group: the consumer
+//!              group's description
 //! ground       error, security, config, record, codec, observability, poison, instance
 //! ```
 //!

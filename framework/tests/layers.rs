@@ -18,12 +18,12 @@ const LAYERS: &[&[&str]] = &[
         "poison",
         "instance",
     ],
-    &["topics"],
+    &["topics", "group"],
     &["producer"],
     &["state", "table"],
     &["operator"],
     &["pipeline", "testing"],
-    &["commit"],
+    &["commit", "query"],
     &["runtime"],
 ];
 
