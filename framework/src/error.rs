@@ -174,16 +174,6 @@ pub enum Error {
         /// What the gate saw.
         reason: String,
     },
-    /// A transactional call did not return within its timeout (librdkafka does not always
-    /// honour it: #5456): the producer is given up and the worker starts again in place
-    /// with a new one, which fences the old one and aborts its transaction.
-    #[error("{op} did not return within {waited_ms} ms (a librdkafka call that ignores its timeout while a coordinator is unreachable); nothing of the open transaction is committed: the worker starts again with a new producer (exactly_recoveries_total{{cause=\"transaction_call_hung\"}})")]
-    TransactionCallHung {
-        /// The call.
-        op: KafkaOp,
-        /// How long it was waited for.
-        waited_ms: u64,
-    },
     /// Another member joined the group with this worker's `group_instance_id` (and so its
     /// transactional id) and took its place.
     #[error("another worker joined the group with this worker's group_instance_id `{instance}` and took its place ({reason}, found during {op}): each worker needs its own group_instance_id. This one stops; if the other is this worker restarted elsewhere nothing is lost, otherwise give one of them another id")]
@@ -362,7 +352,6 @@ impl Error {
             Error::TransactionTimedOut { .. } => Some("transaction_timed_out"),
             Error::CommitOutcomeUnknown { .. } => Some("commit_outcome_unknown"),
             Error::MembershipLost { .. } => Some("membership_lost"),
-            Error::TransactionCallHung { .. } => Some("transaction_call_hung"),
             // A new producer and consumer fix what broke the cycles only if they would fix
             // the last error (not, say, a local store that cannot be caught up).
             Error::AbortedInARow { last, .. } => last.recovery_cause(),
@@ -402,7 +391,6 @@ impl Error {
             | Error::Config { .. }
             | Error::MissingTopic { .. }
             | Error::Unreachable { .. }
-            | Error::TransactionCallHung { .. }
             | Error::AbortedInARow { .. }
             | Error::NotAuthorized { .. }
             | Error::Worker(_) => Action::Fatal,

@@ -261,7 +261,7 @@ pub(crate) fn ensure_topic(
 /// [`Error::Kafka`] when the configs cannot be described.
 pub(crate) fn time_retention(config: &Config, topic: &str) -> Result<Option<i64>> {
     let admin = client(config)?;
-    let opts = AdminOptions::new().request_timeout(Some(config.kafka_call_timeout()));
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
     let configs = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts))?
         .map_err(|e| Error::kafka(KafkaOp::Admin, e))?;
     let Some(resource) = configs.first().and_then(|r| r.as_ref().ok()) else {

@@ -188,12 +188,6 @@ impl<T: Transactions> Committer<T> {
                     last: err.to_string(),
                 })
             }
-            Err(err @ Error::TransactionCallHung { .. }) => {
-                // The producer's transactional API is held by the stuck call: it is not
-                // used again (no abort); the worker recovers with a new producer.
-                self.state = Txn::Unknown;
-                Err(err)
-            }
             Err(err) if err.action() == Action::Fatal => {
                 tracing::error!(%err, "commit cycle failed fatally");
                 if let Err(abort) = self.abort_and_rewind(state, group, &BTreeSet::new()) {

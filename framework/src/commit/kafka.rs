@@ -54,12 +54,8 @@ impl KafkaTransactions {
     }
 }
 
-/// How long past its own timeout a transactional call may take before the worker gives its
-/// producer up (see [`KafkaTransactions::send_offsets`]).
-const HUNG_GRACE: Duration = Duration::from_secs(5);
-
 impl Transactions for KafkaTransactions {
-    type Metadata = Arc<ConsumerGroupMetadata>;
+    type Metadata = ConsumerGroupMetadata;
 
     fn begin(&mut self) -> Result<()> {
         self.output
@@ -68,39 +64,16 @@ impl Transactions for KafkaTransactions {
             .map_err(|e| self.error(KafkaOp::BeginTransaction, e))
     }
 
-    /// `send_offsets_to_transaction`, on a thread of its own: librdkafka does not honour
-    /// this call's timeout while the group coordinator is unreachable (librdkafka #5456,
-    /// #5511) and would block the worker forever. Past the timeout (and a grace) the call is
-    /// left to its thread, which keeps the producer alive, and the worker gives the producer
-    /// up ([`Error::TransactionCallHung`]): it recovers in place with a new one, whose
-    /// `init_transactions` fences the old one and aborts its transaction.
     fn send_offsets(
         &mut self,
         offsets: &[Position],
-        metadata: &Arc<ConsumerGroupMetadata>,
+        metadata: &ConsumerGroupMetadata,
     ) -> Result<()> {
         let tpl = partition_list(offsets, KafkaOp::SendOffsets)?;
-        let (output, metadata, timeout) = (self.output.clone(), metadata.clone(), self.timeout);
-        let (done, answer) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("exactly-send-offsets".into())
-            .spawn(move || {
-                let result = output
-                    .producer
-                    .send_offsets_to_transaction(&tpl, &metadata, timeout);
-                let _ = done.send(result);
-            })
-            .map_err(|e| Error::Worker(format!("cannot start a thread: {e}")))?;
-        match answer.recv_timeout(timeout + HUNG_GRACE) {
-            Ok(result) => result.map_err(|e| self.error(KafkaOp::SendOffsets, e)),
-            Err(_) => {
-                tracing::error!(waited = ?(timeout + HUNG_GRACE), "send_offsets_to_transaction did not return: the producer is given up (its thread stays blocked in librdkafka) and the worker recovers with a new one");
-                Err(Error::TransactionCallHung {
-                    op: KafkaOp::SendOffsets,
-                    waited_ms: (timeout + HUNG_GRACE).as_millis() as u64,
-                })
-            }
-        }
+        self.output
+            .producer
+            .send_offsets_to_transaction(&tpl, metadata, self.timeout)
+            .map_err(|e| self.error(KafkaOp::SendOffsets, e))
     }
 
     fn commit(&mut self) -> Result<()> {
@@ -146,12 +119,12 @@ pub(crate) struct KafkaGroup<'a, C: ConsumerContext + 'static> {
 }
 
 impl<C: ConsumerContext + 'static> Group for KafkaGroup<'_, C> {
-    type Metadata = Arc<ConsumerGroupMetadata>;
+    type Metadata = ConsumerGroupMetadata;
 
     /// Reads the member id and generation before and after taking the metadata that will
     /// be sent: if both reads agree, no rebalance happened in between (a rejoin always
     /// brings a new generation), so the metadata sent is the one checked.
-    fn membership(&self) -> Membership<Arc<ConsumerGroupMetadata>> {
+    fn membership(&self) -> Membership<ConsumerGroupMetadata> {
         let before = member_and_generation(self.consumer);
         let metadata = self.consumer.group_metadata();
         let after = member_and_generation(self.consumer);
@@ -161,9 +134,7 @@ impl<C: ConsumerContext + 'static> Group for KafkaGroup<'_, C> {
             lost,
             member_id,
             generation,
-            metadata: metadata
-                .filter(|_| before.is_some() && before == after)
-                .map(Arc::new),
+            metadata: metadata.filter(|_| before.is_some() && before == after),
         }
     }
 

@@ -78,7 +78,7 @@ pub mod metric {
         Metric { name: DUPLICATE_DELIVERIES_SKIPPED, kind: "counter", labels: "", help: "messages the consumer delivered again, skipped (see architecture.md)" },
         Metric { name: BAD_RECORDS, kind: "counter", labels: "topic, policy", help: "records that could not be processed (decode, operator or encode error, refused by the producer), skipped or written to the dead-letter topic, counted when their cycle commits" },
         Metric { name: RECORDS_PAST_RETENTION, kind: "counter", labels: "", help: "records written with a timestamp older than their topic's retention.ms (the broker deletes them soon after; a warning names the topic once)" },
-        Metric { name: RECOVERIES, kind: "counter", labels: "cause", help: "times a worker recovered in place (new producer and consumer, rejoin) from an error a restart fixes: fenced, transaction_timed_out, commit_outcome_unknown, membership_lost, kafka, broker_unavailable, transaction_call_hung, panic" },
+        Metric { name: RECOVERIES, kind: "counter", labels: "cause", help: "times a worker recovered in place (new producer and consumer, rejoin) from an error a restart fixes: fenced, transaction_timed_out, commit_outcome_unknown, membership_lost, kafka, broker_unavailable, panic" },
         Metric { name: PARTITION_LAG, kind: "gauge", labels: "topic, partition", help: "consumer lag of an assigned partition (librdkafka statistics, every 5 s)" },
         Metric { name: RESTORED_RECORDS, kind: "counter", labels: "", help: "changelog records replayed into local state" },
         Metric { name: TABLE_ROWS, kind: "gauge", labels: "topic", help: "rows of a global table" },
