@@ -297,7 +297,6 @@ fn read_to(
             }));
         }
     }
-    writer.flush().map_err(Replayed::Failed)?;
     Ok(read)
 }
 

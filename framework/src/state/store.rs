@@ -214,63 +214,39 @@ impl PreparedBatch {
     }
 }
 
-/// Writes a restore's records into a tree in chunks (no checkpoint: the restore writes it
-/// last, so a crash in between leaves the old checkpoint, and a restart replays again —
-/// replaying a key's records in order again is harmless).
+/// Writes a restore's records into a tree, one insert each (no checkpoint: the restore
+/// writes it last, so a crash in between leaves the old checkpoint, and a restart replays
+/// again — replaying a key's records in order again is harmless). Measured on 400k new
+/// keys: sled's plain inserts reach 140k records/s, batches of a thousand 110k (larger
+/// batches are slower still): a batch buys atomicity, which a restore does not need.
 pub(crate) struct RestoreWriter<'t> {
     tree: &'t sled::Tree,
-    batch: sled::Batch,
-    pending: usize,
-    pending_bytes: usize,
+    /// The stored key being built (prefix + key), reused across records.
+    key: Vec<u8>,
 }
-
-/// Records, and bytes of keys and values, a [`RestoreWriter`] buffers before it applies a
-/// chunk: sled inserts a batch key by key under one lock, and measured on 100k keys, chunks
-/// of about a thousand records insert 2-3x faster than chunks of 50k or more.
-const RESTORE_CHUNK_RECORDS: usize = 1024;
-const RESTORE_CHUNK_BYTES: usize = 1024 * 1024;
 
 impl<'t> RestoreWriter<'t> {
     /// A writer into `tree`.
     pub(crate) fn new(tree: &'t sled::Tree) -> Self {
         RestoreWriter {
             tree,
-            batch: sled::Batch::default(),
-            pending: 0,
-            pending_bytes: 0,
+            key: Vec::with_capacity(64),
         }
     }
 
     /// Puts one changelog record: a value, or `None` (a tombstone) to delete the key.
     ///
     /// # Errors
-    /// [`Error::State`] when a full chunk cannot be applied.
-    pub(crate) fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        self.pending += 1;
-        self.pending_bytes += key.len() + value.map_or(0, <[u8]>::len);
-        match value {
-            Some(v) => self.batch.insert(data_key(key), v),
-            None => self.batch.remove(data_key(key)),
-        }
-        if self.pending >= RESTORE_CHUNK_RECORDS || self.pending_bytes >= RESTORE_CHUNK_BYTES {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Applies what is buffered.
-    ///
-    /// # Errors
     /// [`Error::State`] when sled fails.
-    pub(crate) fn flush(&mut self) -> Result<()> {
-        if self.pending > 0 {
-            self.tree
-                .apply_batch(std::mem::take(&mut self.batch))
-                .map_err(sled_error("apply restore batch"))?;
-            self.pending = 0;
-            self.pending_bytes = 0;
+    pub(crate) fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.key.clear();
+        self.key.push(DATA_PREFIX);
+        self.key.extend_from_slice(key);
+        match value {
+            Some(v) => self.tree.insert(self.key.as_slice(), v).map(drop),
+            None => self.tree.remove(self.key.as_slice()).map(drop),
         }
-        Ok(())
+        .map_err(sled_error("restore"))
     }
 }
 
