@@ -92,7 +92,7 @@ pub(crate) fn plan(
 /// Replay reads `read_committed` up to the partition's high watermark taken at the start —
 /// so it waits for a previous owner's open transaction to end (at most its transaction
 /// timeout) and never stops at a stable offset that has not caught up with a just-committed
-/// cycle — streams the records into the store in chunks, then writes the new checkpoint.
+/// cycle — streams the records into the store, then writes the new checkpoint.
 /// The worker's restore consumer uses `auto.offset.reset=error`: a start that is no longer
 /// in the log clears the store and replays from the log start, it never silently skips to
 /// the end.
