@@ -49,6 +49,12 @@ impl Case {
     /// Runs `pipeline` on one worker while a second joins and leaves; the input goes in
     /// three parts around those two rebalances. Returns when everything is committed.
     fn run(&self, pipeline: impl Fn() -> Pipeline, input: &[Input]) {
+        self.run_until(pipeline, input, || true)
+    }
+
+    /// As [`run`](Self::run), and then keeps the first worker running until `done()` holds
+    /// (for output that wall-clock timers write after the input is processed).
+    fn run_until(&self, pipeline: impl Fn() -> Pipeline, input: &[Input], done: impl Fn() -> bool) {
         let config = |w: &str| {
             Config::new(&self.group, &self.b)
                 .with_state_dir(self.dir.join(w))
@@ -81,6 +87,14 @@ impl Case {
             Duration::from_secs(120),
             &[&w1],
         );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the output was not complete within 60 s after the input was committed"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         w1.stop();
         let processed = w1.stats().records_in;
         w1.join().expect("the first worker");
@@ -346,4 +360,61 @@ fn tumbling_window_counts_with_late_records_through_a_forced_rebalance() {
         .sum();
     assert!(closed as usize + late <= input.len());
     c.cleanup(&[("per-window", &["windows", "stream-time"])]);
+}
+
+#[test]
+fn sessions_from_payload_times_close_when_the_input_goes_idle() {
+    let c = Case::new("ops-idle-sessions");
+    // Three parts 10 minutes of event time apart; in each, 20 keys (5 per partition) every
+    // 10 ms, with a 3 s pause every 100 records: each key has one session of 5 records per
+    // block. The payload "i@time" carries the event time; the Kafka timestamp is the same
+    // for every record, so without `with_timestamp` each key would have one session.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let base = now - 3_600_000;
+    let mut input = Vec::new();
+    let mut want = BTreeMap::new();
+    for part in 0..3i64 {
+        for i in 0..600i64 {
+            let k = i % 20;
+            let t = base + part * 600_000 + i * 10 + (i / 100) * 3_000;
+            input.push(((k % PARTITIONS as i64) as i32, format!("k{k}"), format!("{i}@{t}"), base - 60_000));
+            if i % 100 < 20 {
+                // The key's first record of the block starts its session.
+                want.insert((format!("k{k}@{t}"), "5".to_string()), 1);
+            }
+        }
+    }
+    let (from, output) = (c.input.clone(), c.output.clone());
+    let b = c.b.clone();
+    let expected = want.values().sum::<usize>();
+    let out_topic = c.output.clone();
+    c.run_until(
+        || {
+            Pipeline::from_topic_with_key(from.clone(), Serde::string(), Serde::string())
+                .with_timestamp(|r: &Record<String, String>| r.value.split_once('@')?.1.parse().ok())
+                .session_count(
+                    "sessions",
+                    Windows::session(Duration::from_millis(1_000))
+                        .close_when_idle(Duration::from_millis(300)),
+                )
+                .map_key(|r: &Record<Windowed<String>, u64>| {
+                    r.key
+                        .as_ref()
+                        .map(|w| format!("{}@{}", w.key.clone().unwrap_or_default(), w.start))
+                })
+                .map(|n: u64| n.to_string())
+                .to_topic(output.clone(), Serde::string(), Serde::string())
+        },
+        &input,
+        || {
+            read_to_end(&b, &out_topic, Isolation::ReadCommitted, READ_DEADLINE)
+                .map(|r| r.len() >= expected)
+                .unwrap_or(false)
+        },
+    );
+    assert_same("idle-closed sessions", &c.read(&c.output), &want);
+    c.cleanup(&[("sessions", &["sessions", "stream-time"])]);
 }

@@ -74,7 +74,7 @@ pub use codec::{Codec, Serde};
 pub use config::{Assignment, Config, Guarantee, OnPanic};
 pub use error::{Action, Error, KafkaOp, Result};
 pub use observability::{Stats, StatsSnapshot};
-pub use operator::{Collector, Context, Operator, SideRecord};
+pub use operator::{Collector, Context, Operator, SideRecord, Timer, TimerKind};
 pub use pipeline::{BadRecords, Pipeline, Stream};
 pub use producer::{Partitioning, Sink};
 pub use record::{Header, Origin, Record, TaskId};

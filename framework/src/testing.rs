@@ -24,7 +24,7 @@
 //! ```
 
 use crate::error::Result;
-use crate::operator::{Collector, Context, Operator, SideRecord};
+use crate::operator::{fire_event_time, fire_wall_clock, Collector, Context, Operator, SideRecord};
 use crate::record::{Origin, Record, TaskId};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -136,7 +136,32 @@ impl<K, V, O: Operator<K, V>> Harness<K, V, O> {
     pub fn push_record(&mut self, record: Record<K, V>) -> Result<()> {
         self.assign()?;
         self.next_offset = record.origin.offset + 1;
-        self.op.process(record, &mut self.ctx, &mut self.out)
+        let (op, ctx, out) = (&mut self.op, &mut self.ctx, &mut self.out);
+        if !ctx.tracks_event_time() {
+            return op.process(record, ctx, out);
+        }
+        // As a worker does: timers the record's time reaches fire before it, those it
+        // scheduled at or before stream time right after it.
+        ctx.advance_stream_time(record.timestamp)?;
+        fire_event_time(op, ctx, out)?;
+        op.process(record, ctx, out)?;
+        fire_event_time(op, ctx, out)
+    }
+
+    /// Fires the operator's wall-clock timer now, as if its interval had passed
+    /// ([`Context::schedule_wall_clock`]); nothing happens without one.
+    ///
+    /// # Errors
+    /// The operator's error.
+    pub fn fire_wall_clock(&mut self) -> Result<()> {
+        self.assign()?;
+        fire_wall_clock(&mut self.op, &mut self.ctx, &mut self.out, None)
+    }
+
+    /// The task's stream time, once event-time timers are open and a timestamped record
+    /// has arrived ([`Context::stream_time`]).
+    pub fn stream_time(&mut self) -> Option<i64> {
+        self.ctx.stream_time()
     }
 
     /// A commit barrier followed by a successful commit.

@@ -34,6 +34,7 @@ mod map;
 mod stream_ext;
 mod stream_time;
 pub mod text;
+mod timestamp;
 mod window;
 
 pub use aggregate::{Aggregate, Reduce};
@@ -50,4 +51,5 @@ pub use join::TableJoin;
 pub use key_by::MapKey;
 pub use map::Map;
 pub use stream_ext::{Aggregated, KeyBy, StreamExt};
+pub use timestamp::WithTimestamp;
 pub use window::{Session, Time, WindowAggregate, Windowed, Windows};

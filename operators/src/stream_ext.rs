@@ -8,7 +8,7 @@ use crate::window::{Session, Time, WindowAggregate, Windowed, Windows};
 use crate::Reduce;
 use crate::{
     Aggregate, Branch, Count, Dedup, Filter, FilterMap, FlatMap, Inspect, Map, MapKey, Table,
-    TableJoin,
+    TableJoin, WithTimestamp,
 };
 use exactly_framework::{Codec, Context, Pipeline, Record, Serde, Sink, Stream};
 use serde::de::DeserializeOwned;
@@ -217,6 +217,19 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
         let name = auto_name(&this, "inspect");
         let f = Arc::new(f);
         this.apply(name, move || Inspect(f.clone()))
+    }
+
+    /// Takes each record's event time from its payload: `f(&record)` (ms since the epoch;
+    /// `None` keeps the record's timestamp) becomes its timestamp for the windows, timers
+    /// and output records after it. See [`WithTimestamp`].
+    fn with_timestamp<F>(self, f: F) -> Stream<K, V>
+    where
+        F: Fn(&Record<K, V>) -> Option<i64> + Send + Sync + 'static,
+    {
+        let this = self.into_stream();
+        let name = auto_name(&this, "with_timestamp");
+        let f = Arc::new(f);
+        this.apply(name, move || WithTimestamp(f.clone()))
     }
 
     /// Sends the records matching `predicate` to `sink`'s topic, in the same transaction;

@@ -28,6 +28,11 @@ impl StreamTime {
         Ok((self.current, event))
     }
 
+    /// The stream time, once a timestamped record has arrived.
+    pub(crate) fn current(&self) -> Option<i64> {
+        (self.current != i64::MIN).then_some(self.current)
+    }
+
     /// Back to the committed value (after an abort).
     pub(crate) fn reload(&mut self) -> Result<()> {
         self.current = self.state.get(&())?.unwrap_or(i64::MIN);

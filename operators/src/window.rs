@@ -12,12 +12,14 @@
 //! time.
 //!
 //! Stream time only moves with records: a task whose partition receives nothing closes
-//! nothing (as in Kafka Streams). With a repartition before the window, each partition
+//! nothing (as in Kafka Streams), unless [`Windows::close_when_idle`] lets it move on with
+//! the wall clock while the input is idle. With a repartition before the window, each partition
 //! mixes records from every upstream task: size the out-of-orderness for that.
 
 use crate::stream_time::StreamTime;
 use exactly_framework::{
-    Collector, Context, Error, KeyedState, Operator, Record, Result, Sink, StateDescriptor,
+    Collector, Context, Error, KeyedState, Operator, Origin, Record, Result, Sink,
+    StateDescriptor, Timer, TimerKind,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,8 @@ pub struct Windows<K, V, Kind = Time> {
     lateness: i64,
     emit_updates: bool,
     late: Option<Arc<Sink<K, V>>>,
+    /// Wall-clock inactivity after which stream time moves on by itself.
+    idle: Option<Duration>,
     _kind: PhantomData<fn() -> Kind>,
 }
 
@@ -80,6 +84,7 @@ impl<K, V, Kind> Clone for Windows<K, V, Kind> {
             lateness: self.lateness,
             emit_updates: self.emit_updates,
             late: self.late.clone(),
+            idle: self.idle,
             _kind: PhantomData,
         }
     }
@@ -133,6 +138,7 @@ impl<K, V, Kind> Windows<K, V, Kind> {
             lateness: 0,
             emit_updates: false,
             late: None,
+            idle: None,
             _kind: PhantomData,
         }
     }
@@ -162,6 +168,24 @@ impl<K, V, Kind> Windows<K, V, Kind> {
     /// [`StreamExt`](crate::StreamExt) window methods do).
     pub fn late_records_to(mut self, sink: Sink<K, V>) -> Self {
         self.late = Some(Arc::new(sink));
+        self
+    }
+
+    /// Lets stream time move on by itself while the task's input is idle, so the last
+    /// windows close without a later record: after `idle` of wall-clock time without a
+    /// record, stream time advances by `idle` at every further `idle` that passes without
+    /// one (a wall-clock timer, [`Context::schedule_wall_clock`]), closing what the watermark
+    /// then reaches — for sessions, "close a session once its key has been quiet for `gap`
+    /// and the input for `idle`". The advance commits with the results it closes, so a
+    /// replay decides the same; a record that comes later with an older timestamp is late
+    /// for the windows that closed. Default: stream time moves only with records (as in
+    /// Kafka Streams).
+    ///
+    /// # Panics
+    /// When `idle` is under a millisecond.
+    pub fn close_when_idle(mut self, idle: Duration) -> Self {
+        assert!(ms(idle) >= 1, "an idle time must be at least 1 ms");
+        self.idle = Some(idle);
         self
     }
 
@@ -195,6 +219,8 @@ pub struct WindowAggregate<K, V, A, I, F> {
     index: BTreeMap<i64, Vec<(Option<K>, i64)>>,
     rebuild: bool,
     late_records: u64,
+    /// A record arrived since the last wall-clock tick ([`Windows::close_when_idle`]).
+    saw_record: bool,
 }
 
 /// Where a window aggregate keeps its windows.
@@ -248,6 +274,9 @@ where
         fold: Arc<F>,
         store: Store<K, A>,
     ) -> Result<Self> {
+        if let Some(idle) = windows.idle {
+            ctx.schedule_wall_clock(idle);
+        }
         Ok(WindowAggregate {
             windows: Windows {
                 shape: windows.shape,
@@ -255,6 +284,7 @@ where
                 lateness: windows.lateness,
                 emit_updates: windows.emit_updates,
                 late: windows.late,
+                idle: windows.idle,
                 _kind: PhantomData,
             },
             init,
@@ -264,6 +294,7 @@ where
             index: BTreeMap::new(),
             rebuild: true,
             late_records: 0,
+            saw_record: false,
         })
     }
 
@@ -319,7 +350,7 @@ where
     fn close(
         &mut self,
         watermark: i64,
-        template: &Record<K, V>,
+        origin: &Origin,
         out: &mut dyn Collector<Windowed<K>, A>,
     ) -> Result<()> {
         let lateness = self.lateness();
@@ -335,7 +366,7 @@ where
                         let id = (key, start);
                         if let Some(acc) = state.get(&id)? {
                             state.delete(&id)?;
-                            out.collect(result(template, id.0, start, end, acc))?;
+                            out.collect(result(origin, id.0, start, end, acc))?;
                         }
                     }
                 }
@@ -356,7 +387,7 @@ where
                             state.put(&key, &open)?;
                         }
                         for s in done {
-                            out.collect(result(template, key.clone(), s.start, s.end, s.acc))?;
+                            out.collect(result(origin, key.clone(), s.start, s.end, s.acc))?;
                         }
                     }
                 }
@@ -402,7 +433,7 @@ where
                 let acc = (self.fold)(acc, record.value.clone());
                 state.put(&id, &acc)?;
                 if self.windows.emit_updates {
-                    out.collect(result(record, record.key.clone(), start, end, acc))?;
+                    out.collect(result(&record.origin, record.key.clone(), start, end, acc))?;
                 }
             }
             start = start.saturating_sub(advance);
@@ -455,7 +486,7 @@ where
             .push((record.key.clone(), merged.start));
         let emitted = self.windows.emit_updates.then(|| {
             result(
-                record,
+                &record.origin,
                 record.key.clone(),
                 merged.start,
                 merged.end,
@@ -480,9 +511,9 @@ fn mismatch() -> Error {
     }
 }
 
-/// A window result, carrying the triggering record's origin.
-fn result<K, V, A>(
-    template: &Record<K, V>,
+/// A window result, carrying the triggering record's (or timer's) origin.
+fn result<K, A>(
+    origin: &Origin,
     key: Option<K>,
     start: i64,
     end: i64,
@@ -493,7 +524,7 @@ fn result<K, V, A>(
         value: acc,
         timestamp: Some(end.saturating_sub(1).max(start)),
         headers: Vec::new(),
-        origin: template.origin.clone(),
+        origin: origin.clone(),
     }
 }
 
@@ -519,7 +550,8 @@ where
         }
         let (now, event) = self.time.advance(record.timestamp)?;
         let watermark = now.saturating_sub(self.windows.out_of_orderness);
-        self.close(watermark, &record, out)?;
+        self.saw_record = true;
+        self.close(watermark, &record.origin, out)?;
         let open = match self.windows.shape {
             Shape::Fixed { .. } => self.add_fixed(&record, event, watermark, out)?,
             Shape::Session { .. } => self.add_session(&record, event, watermark, out)?,
@@ -537,6 +569,36 @@ where
 
     fn on_abort(&mut self, _: &mut Context) {
         self.rebuild = true;
+    }
+
+    /// [`Windows::close_when_idle`]: a tick with no record since the previous one moves
+    /// stream time on by the idle time and closes what the watermark reaches.
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        _: &mut Context,
+        out: &mut dyn Collector<Windowed<K>, A>,
+    ) -> Result<()> {
+        let Some(idle) = self.windows.idle else {
+            return Ok(());
+        };
+        if timer.kind != TimerKind::WallClock || std::mem::take(&mut self.saw_record) {
+            return Ok(());
+        }
+        if self.rebuild {
+            self.rebuild_index()?;
+        }
+        let Some(now) = self.time.current() else {
+            return Ok(());
+        };
+        if self.index.is_empty() {
+            // Nothing to close: stream time stays where the records left it.
+            return Ok(());
+        }
+        let (now, _) = self.time.advance(Some(now.saturating_add(ms(idle))))?;
+        let watermark = now.saturating_sub(self.windows.out_of_orderness);
+        let origin = timer.record(None::<()>, ()).origin;
+        self.close(watermark, &origin, out)
     }
 }
 

@@ -19,6 +19,10 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
+mod timers;
+pub(crate) use timers::{fire_event_time, fire_wall_clock};
+pub use timers::{Timer, TimerKind};
+
 /// Receives the records an operator emits (the next operator, or the sink).
 pub trait Collector<K, V> {
     /// Passes one record downstream.
@@ -39,6 +43,8 @@ pub struct Context {
     side: Vec<SideRecord>,
     /// The stage input's key codec (queries of states keyed by the input key).
     input_key: Option<InputKey>,
+    /// The operator's timers ([`Context::enable_timers`], [`Context::schedule_wall_clock`]).
+    timers: timers::Timers,
 }
 
 /// A record an operator wrote to a side topic with [`Context::emit_to`] under the test
@@ -77,6 +83,7 @@ impl Context {
             states: Vec::new(),
             side: Vec::new(),
             input_key: None,
+            timers: timers::Timers::default(),
         }
     }
 
@@ -96,6 +103,7 @@ impl Context {
             states: Vec::new(),
             side: Vec::new(),
             input_key: Some(input_key),
+            timers: timers::Timers::default(),
         }
     }
 
@@ -212,6 +220,7 @@ impl Context {
 
     /// Drops this operator's uncommitted state changes.
     pub(crate) fn state_abort(&mut self) {
+        self.timers.aborted();
         let _ = self.each_state(|c| {
             c.abort();
             Ok(())
@@ -369,5 +378,22 @@ pub trait Operator<K, V>: Send + 'static {
     /// Called when the task leaves this worker (after its last commit or abort).
     fn on_revoke(&mut self, ctx: &mut Context) {
         let _ = ctx;
+    }
+
+    /// Called when a timer fires: an event-time timer scheduled with
+    /// [`Context::schedule_event_time`] once stream time reaches it, or the wall-clock timer
+    /// of [`Context::schedule_wall_clock`]. What it emits and writes commits with the cycle
+    /// it fires in. [`Timer::record`] makes a record to emit.
+    ///
+    /// # Errors
+    /// As [`process`](Self::process).
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        ctx: &mut Context,
+        out: &mut dyn Collector<Self::OutKey, Self::OutValue>,
+    ) -> Result<()> {
+        let _ = (timer, ctx, out);
+        Ok(())
     }
 }

@@ -7,13 +7,14 @@
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::operator::{Collector, Context, Operator};
+use crate::operator::{fire_event_time, fire_wall_clock, Collector, Context, Operator};
 use crate::poison::{self, Poison};
 use crate::producer::{Sink, WorkerProducer};
 use crate::record::{Header, Origin, Record};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A typed link of the chain.
 pub(crate) trait Node<K, V>: Send {
@@ -24,6 +25,10 @@ pub(crate) trait Node<K, V>: Send {
     fn commit(&mut self, input_offset: i64) -> Result<()>;
     fn abort(&mut self);
     fn revoke(&mut self);
+    /// Whether a wall-clock timer of the chain is due at `now`.
+    fn wall_clock_due(&self, now: Instant) -> bool;
+    /// Fires the chain's wall-clock timers that are due at `now`.
+    fn fire_wall_clock(&mut self, now: Instant) -> Result<()>;
 }
 
 /// The head of a chain: takes raw Kafka messages.
@@ -35,6 +40,10 @@ pub(crate) trait RawNode: Send {
     fn commit(&mut self, input_offset: i64) -> Result<()>;
     fn abort(&mut self);
     fn revoke(&mut self);
+    /// Whether a wall-clock timer of the chain is due at `now`.
+    fn wall_clock_due(&self, now: Instant) -> bool;
+    /// Fires the chain's wall-clock timers that are due at `now`.
+    fn fire_wall_clock(&mut self, now: Instant) -> Result<()>;
 }
 
 /// Lets an operator emit into the rest of the chain.
@@ -89,7 +98,17 @@ impl<O: Operator<K, V>, K: 'static, V: 'static> Node<K, V> for OperatorNode<O, K
         }
         let offset = record.origin.offset;
         let (op, ctx, next) = (&mut self.op, &mut self.ctx, &mut self.next);
-        match catch_unwind(AssertUnwindSafe(|| op.process(record, ctx, next))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            if !ctx.tracks_event_time() {
+                return op.process(record, ctx, next);
+            }
+            // Timers that this record's time reaches fire before it, and those it
+            // scheduled at or before stream time right after it.
+            ctx.advance_stream_time(record.timestamp)?;
+            fire_event_time(op, ctx, next)?;
+            op.process(record, ctx, next)?;
+            fire_event_time(op, ctx, next)
+        })) {
             Ok(r) => r,
             Err(p) => Err(self.panicked(format!("on record {}@{offset}", self.ctx.task()), p)),
         }
@@ -134,6 +153,19 @@ impl<O: Operator<K, V>, K: 'static, V: 'static> Node<K, V> for OperatorNode<O, K
             }
         }
         self.next.0.revoke()
+    }
+    fn wall_clock_due(&self, now: Instant) -> bool {
+        (self.assigned && self.ctx.wall_clock_due(now)) || self.next.0.wall_clock_due(now)
+    }
+    fn fire_wall_clock(&mut self, now: Instant) -> Result<()> {
+        if self.assigned && self.ctx.wall_clock_due(now) {
+            let (op, ctx, next) = (&mut self.op, &mut self.ctx, &mut self.next);
+            match catch_unwind(AssertUnwindSafe(|| fire_wall_clock(op, ctx, next, Some(now)))) {
+                Ok(r) => r?,
+                Err(p) => return Err(self.panicked(self.in_hook("on_timer"), p)),
+            }
+        }
+        self.next.0.fire_wall_clock(now)
     }
 }
 
@@ -221,6 +253,12 @@ impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
     fn revoke(&mut self) {
         self.next.revoke()
     }
+    fn wall_clock_due(&self, now: Instant) -> bool {
+        self.next.wall_clock_due(now)
+    }
+    fn fire_wall_clock(&mut self, now: Instant) -> Result<()> {
+        self.next.fire_wall_clock(now)
+    }
 }
 
 /// The last node of a chain.
@@ -260,4 +298,10 @@ impl<K: 'static, V: 'static> Node<K, V> for SinkNode<K, V> {
     }
     fn abort(&mut self) {}
     fn revoke(&mut self) {}
+    fn wall_clock_due(&self, _now: Instant) -> bool {
+        false
+    }
+    fn fire_wall_clock(&mut self, _now: Instant) -> Result<()> {
+        Ok(())
+    }
 }

@@ -287,6 +287,27 @@ impl WorkerState {
         }
     }
 
+    /// Fires the tasks' wall-clock timers that are due, each inside the open cycle (opened
+    /// for an idle task), so that what they emit and write commits like a record's effects.
+    fn fire_wall_clock(&mut self) -> Result<()> {
+        let now = Instant::now();
+        for task in self.tasks.values_mut() {
+            if !task.chain.wall_clock_due(now) {
+                continue;
+            }
+            if task.cycle_start.is_none() {
+                task.cycle_start = Some(task.next_offset);
+            }
+            self.committer.before_record()?;
+            let fired = task.chain.fire_wall_clock(now);
+            if let Some(panic) = self.poison.error() {
+                return Err(panic);
+            }
+            fired?;
+        }
+        Ok(())
+    }
+
     /// When idle, with a query server: starts the tasks of assigned partitions that have
     /// had no record yet, so that their states are open (restored) and served — a task
     /// otherwise starts on its partition's first record, and a member that took over a
@@ -1109,6 +1130,13 @@ fn poll_loop(
             if due {
                 if let Err(e) = st.commit(consumer) {
                     return Err(st.fail(e, consumer));
+                }
+            }
+            if read_clock {
+                if let Err(e) = st.fire_wall_clock() {
+                    if let Err(e) = st.record_failed(e, consumer) {
+                        return Err(st.fail(e, consumer));
+                    }
                 }
             }
             if read_clock || due {

@@ -168,3 +168,35 @@ fn an_aborted_cycle_is_replayed_to_the_same_results() {
     );
     assert_eq!(run(true), clean, "the abort changed the results");
 }
+
+#[test]
+fn idle_input_closes_the_last_sessions_without_a_later_record() {
+    let w = Windows::session(Duration::from_millis(1_000)).close_when_idle(Duration::from_millis(600));
+    let mut h = sessions(w);
+    h.push_at(a(), 0, 10_000).unwrap();
+    h.push_at(Some("b".into()), 0, 10_500).unwrap();
+    h.fire_wall_clock().unwrap(); // records arrived since the last tick: time stays
+    assert!(results(&h).is_empty());
+    h.fire_wall_clock().unwrap(); // idle: stream time 10 500 -> 11 100, closes a (gap ends 11 000)
+    assert_eq!(results(&h), vec![("a".into(), 10_000, 10_000, 1)]);
+    h.fire_wall_clock().unwrap(); // 11 700: closes b (11 500)
+    assert_eq!(
+        results(&h),
+        vec![("a".into(), 10_000, 10_000, 1), ("b".into(), 10_500, 10_500, 1)]
+    );
+    h.fire_wall_clock().unwrap(); // nothing open: stream time stays
+    assert_eq!(results(&h).len(), 2);
+    // A record older than the advanced stream time is late for a closed session.
+    h.push_at(a(), 0, 10_100).unwrap();
+    assert_eq!(h.operator().late_records(), 1);
+}
+
+#[test]
+fn without_close_when_idle_the_wall_clock_closes_nothing() {
+    let mut h = sessions(Windows::session(Duration::from_millis(1_000)));
+    h.push_at(a(), 0, 10_000).unwrap();
+    for _ in 0..5 {
+        h.fire_wall_clock().unwrap();
+    }
+    assert!(results(&h).is_empty());
+}
