@@ -55,3 +55,9 @@ fn the_windowed_word_count_verifies() {
     let out = run_example("windowed_wordcount", &[], Duration::from_secs(240));
     assert!(out.contains("0 wrong"), "{out}");
 }
+
+#[test]
+fn the_payment_timeouts_example_flags_exactly_the_unpaid_orders() {
+    let out = run_example("payment_timeouts", &[], Duration::from_secs(240));
+    assert!(out.contains(" unpaid orders of 20000, 0 wrong"), "{out}");
+}
