@@ -61,3 +61,9 @@ fn the_payment_timeouts_example_flags_exactly_the_unpaid_orders() {
     let out = run_example("payment_timeouts", &[], Duration::from_secs(240));
     assert!(out.contains(" unpaid orders of 20000, 0 wrong"), "{out}");
 }
+
+#[test]
+fn the_clicks_example_counts_one_input_two_ways() {
+    let out = run_example("clicks", &[], Duration::from_secs(240));
+    assert!(out.contains("verified: 2000 users, 8 countries, 0 wrong"), "{out}");
+}

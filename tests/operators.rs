@@ -380,7 +380,12 @@ fn sessions_from_payload_times_close_when_the_input_goes_idle() {
         for i in 0..600i64 {
             let k = i % 20;
             let t = base + part * 600_000 + i * 10 + (i / 100) * 3_000;
-            input.push(((k % PARTITIONS as i64) as i32, format!("k{k}"), format!("{i}@{t}"), base - 60_000));
+            input.push((
+                (k % PARTITIONS as i64) as i32,
+                format!("k{k}"),
+                format!("{i}@{t}"),
+                base - 60_000,
+            ));
             if i % 100 < 20 {
                 // The key's first record of the block starts its session.
                 want.insert((format!("k{k}@{t}"), "5".to_string()), 1);
@@ -394,7 +399,9 @@ fn sessions_from_payload_times_close_when_the_input_goes_idle() {
     c.run_until(
         || {
             Pipeline::from_topic_with_key(from.clone(), Serde::string(), Serde::string())
-                .with_timestamp(|r: &Record<String, String>| r.value.split_once('@')?.1.parse().ok())
+                .with_timestamp(|r: &Record<String, String>| {
+                    r.value.split_once('@')?.1.parse().ok()
+                })
                 .session_count(
                     "sessions",
                     Windows::session(Duration::from_millis(1_000))
@@ -417,4 +424,62 @@ fn sessions_from_payload_times_close_when_the_input_goes_idle() {
     );
     assert_same("idle-closed sessions", &c.read(&c.output), &want);
     c.cleanup(&[("sessions", &["sessions", "stream-time"])]);
+}
+
+#[test]
+fn a_tee_feeds_a_branch_with_its_own_repartition_and_output_in_the_same_transactions() {
+    let c = Case::new("ops-tee");
+    let input = records(6_000, 50, 0);
+    let (from, output, side) = (c.input.clone(), c.output.clone(), c.side.clone());
+    let counts = |of: &dyn Fn(&Input) -> String| {
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        multiset(input.iter().map(|r| {
+            let k = of(r);
+            let n = seen.entry(k.clone()).or_default();
+            *n += 1;
+            (k, n.to_string())
+        }))
+    };
+    let per_value = counts(&|r| r.2.clone());
+    let expected = per_value.values().sum::<usize>();
+    c.run_until(
+        || {
+            let side = side.clone();
+            Pipeline::from_topic_with_key(from.clone(), Serde::string(), Serde::string())
+                // The branch counts records per value (behind its own repartition) ...
+                .tee(move |s| {
+                    s.key_by(
+                        "by-value",
+                        |v: &String| v.clone(),
+                        Serde::string(),
+                        Serde::string(),
+                    )
+                    .count("per-value")
+                    .emit_every_update()
+                    .map(|n: u64| n.to_string())
+                    .to_topic(side, Serde::string(), Serde::string())
+                })
+                // ... while the stream goes on to count records per key.
+                .count("per-key")
+                .emit_every_update()
+                .map(|n: u64| n.to_string())
+                .to_topic(output.clone(), Serde::string(), Serde::string())
+        },
+        &input,
+        // The branch's hop is processed after the input: run until its output is complete.
+        || c.read(&c.side).values().sum::<usize>() >= expected,
+    );
+    assert_same(
+        "counts per key",
+        &c.read(&c.output),
+        &counts(&|r| r.1.clone()),
+    );
+    assert_same(
+        "counts per value (the branch)",
+        &c.read(&c.side),
+        &per_value,
+    );
+    let hop = format!("{}-by-value-repartition", c.group);
+    let _ = delete_topic(&c.b, &[&hop]);
+    c.cleanup(&[("per-key", &["counts"]), ("per-value", &["counts"])]);
 }

@@ -219,6 +219,16 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
         this.apply(name, move || Inspect(f.clone()))
     }
 
+    /// [`Stream::tee`] on [`into_stream`](Self::into_stream): feeds every record also to
+    /// `branch`, a sub-pipeline with a sink of its own, in the same transaction.
+    fn tee(self, branch: impl FnOnce(Stream<K, V>) -> Pipeline) -> Stream<K, V>
+    where
+        K: Clone,
+        V: Clone,
+    {
+        self.into_stream().tee(branch)
+    }
+
     /// Takes each record's event time from its payload: `f(&record)` (ms since the epoch;
     /// `None` keeps the record's timestamp) becomes its timestamp for the windows, timers
     /// and output records after it. See [`WithTimestamp`].

@@ -18,8 +18,8 @@
 
 use crate::stream_time::StreamTime;
 use exactly_framework::{
-    Collector, Context, Error, KeyedState, Operator, Origin, Record, Result, Sink,
-    StateDescriptor, Timer, TimerKind,
+    Collector, Context, Error, KeyedState, Operator, Origin, Record, Result, Sink, StateDescriptor,
+    Timer, TimerKind,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -111,7 +111,12 @@ fn encode<K: Serialize>(key: &K) -> Result<Vec<u8>> {
 impl EventTimers {
     fn fresh(&mut self) -> Result<&mut Self> {
         if self.stale {
-            self.index = self.pending.entries()?.into_iter().map(|(k, ())| k).collect();
+            self.index = self
+                .pending
+                .entries()?
+                .into_iter()
+                .map(|(k, ())| k)
+                .collect();
             self.stream_time = self.time.get(&())?.unwrap_or(i64::MIN);
             self.stale = false;
         }
@@ -248,7 +253,10 @@ impl Context {
     /// # Panics
     /// When `every` is zero.
     pub fn schedule_wall_clock(&mut self, every: Duration) {
-        assert!(!every.is_zero(), "a wall-clock timer needs a non-zero interval");
+        assert!(
+            !every.is_zero(),
+            "a wall-clock timer needs a non-zero interval"
+        );
         self.timers.wall = Some(WallClock {
             every,
             next: Instant::now() + every,

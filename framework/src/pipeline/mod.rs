@@ -1,8 +1,10 @@
-//! The user's builder: a typed chain from one input topic to one output topic.
+//! The user's builder: typed chains from one input topic to output topics, with branches
+//! ([`Stream::tee`]).
 //! See [`Pipeline`].
 
 mod bad_records;
 pub(crate) mod node;
+mod tee;
 
 pub(crate) use bad_records::header as bad_record_header;
 pub use bad_records::BadRecords;
@@ -222,6 +224,8 @@ pub struct Stream<K, V> {
     input_key: InputKey,
     /// The states this stage's operators serve to queries.
     queryable: Vec<QueryDecl>,
+    /// Stages of tee branches (after a repartition in a branch), added at the end.
+    branches: Vec<Stage>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -244,6 +248,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             side_topics,
             input_key,
             queryable: Vec::new(),
+            branches: Vec::new(),
             build: Arc::new(move |task, next| {
                 Ok(Box::new(SourceNode {
                     topic: task.id.topic.clone(),
@@ -371,6 +376,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
             side_topics: self.side_topics,
             input_key: self.input_key,
             queryable: self.queryable,
+            branches: self.branches,
             build: Arc::new(move |task, next| {
                 let mut ctx = Context::with_state(
                     task.id.clone(),
@@ -454,6 +460,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                 )
             }),
         });
+        stages.extend(self.branches);
         Pipeline {
             stages,
             output,

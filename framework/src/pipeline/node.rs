@@ -44,6 +44,8 @@ pub(crate) trait RawNode: Send {
     fn wall_clock_due(&self, now: Instant) -> bool;
     /// Fires the chain's wall-clock timers that are due at `now`.
     fn fire_wall_clock(&mut self, now: Instant) -> Result<()>;
+    /// The node as `Any` (a tee finds its branch's chain so).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
 }
 
 /// Lets an operator emit into the rest of the chain.
@@ -160,7 +162,9 @@ impl<O: Operator<K, V>, K: 'static, V: 'static> Node<K, V> for OperatorNode<O, K
     fn fire_wall_clock(&mut self, now: Instant) -> Result<()> {
         if self.assigned && self.ctx.wall_clock_due(now) {
             let (op, ctx, next) = (&mut self.op, &mut self.ctx, &mut self.next);
-            match catch_unwind(AssertUnwindSafe(|| fire_wall_clock(op, ctx, next, Some(now)))) {
+            match catch_unwind(AssertUnwindSafe(|| {
+                fire_wall_clock(op, ctx, next, Some(now))
+            })) {
                 Ok(r) => r?,
                 Err(p) => return Err(self.panicked(self.in_hook("on_timer"), p)),
             }
@@ -258,6 +262,9 @@ impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
     }
     fn fire_wall_clock(&mut self, now: Instant) -> Result<()> {
         self.next.fire_wall_clock(now)
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
     }
 }
 

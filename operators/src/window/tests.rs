@@ -171,7 +171,8 @@ fn an_aborted_cycle_is_replayed_to_the_same_results() {
 
 #[test]
 fn idle_input_closes_the_last_sessions_without_a_later_record() {
-    let w = Windows::session(Duration::from_millis(1_000)).close_when_idle(Duration::from_millis(600));
+    let w =
+        Windows::session(Duration::from_millis(1_000)).close_when_idle(Duration::from_millis(600));
     let mut h = sessions(w);
     h.push_at(a(), 0, 10_000).unwrap();
     h.push_at(Some("b".into()), 0, 10_500).unwrap();
@@ -182,7 +183,10 @@ fn idle_input_closes_the_last_sessions_without_a_later_record() {
     h.fire_wall_clock().unwrap(); // 11 700: closes b (11 500)
     assert_eq!(
         results(&h),
-        vec![("a".into(), 10_000, 10_000, 1), ("b".into(), 10_500, 10_500, 1)]
+        vec![
+            ("a".into(), 10_000, 10_000, 1),
+            ("b".into(), 10_500, 10_500, 1)
+        ]
     );
     h.fire_wall_clock().unwrap(); // nothing open: stream time stays
     assert_eq!(results(&h).len(), 2);

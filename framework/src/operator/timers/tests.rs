@@ -26,7 +26,12 @@ impl Operator<String, String> for Remind {
         out: &mut dyn Collector<String, String>,
     ) -> Result<()> {
         let key = timer.key::<Option<String>>()?.flatten();
-        let label = format!("{:?}:{}@{}", timer.kind, key.clone().unwrap_or_default(), timer.time);
+        let label = format!(
+            "{:?}:{}@{}",
+            timer.kind,
+            key.clone().unwrap_or_default(),
+            timer.time
+        );
         out.collect(timer.record(key, label))
     }
 }
@@ -103,9 +108,16 @@ fn a_cancelled_timer_does_not_fire_and_an_aborted_cycle_brings_timers_back() {
     out.0.clear();
     assert_eq!(ctx.stream_time(), Some(100));
     push(&mut ctx, &mut out, "z", "x", 200);
-    assert!(out.0.is_empty(), "b's timer was scheduled in the aborted cycle too");
+    assert!(
+        out.0.is_empty(),
+        "b's timer was scheduled in the aborted cycle too"
+    );
     push(&mut ctx, &mut out, "b", "x", 100);
-    assert_eq!(out.0, ["EventTime:b@110"], "scheduled at 110 <= stream time: fires at once");
+    assert_eq!(
+        out.0,
+        ["EventTime:b@110"],
+        "scheduled at 110 <= stream time: fires at once"
+    );
 }
 
 #[test]
