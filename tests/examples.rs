@@ -65,5 +65,8 @@ fn the_payment_timeouts_example_flags_exactly_the_unpaid_orders() {
 #[test]
 fn the_clicks_example_counts_one_input_two_ways() {
     let out = run_example("clicks", &[], Duration::from_secs(240));
-    assert!(out.contains("verified: 2000 users, 8 countries, 0 wrong"), "{out}");
+    assert!(
+        out.contains("verified: 2000 users, 8 countries, 0 wrong"),
+        "{out}"
+    );
 }

@@ -39,7 +39,7 @@
 //! producer     the worker-wide producer and the Sink description
 //! topics       topic names, metadata checks, internal topics; group: the consumer
 //!              group's description
-//! ground       error, security, config, record, codec, observability, poison, instance
+//! ground       error, security, config, record, codec, schema, observability, poison, instance
 //! ```
 //!
 //! The commit core talks to traits for the producer, the consumer and the tasks, so each
@@ -63,6 +63,8 @@ pub mod producer;
 pub(crate) mod query;
 pub mod record;
 pub mod runtime;
+#[cfg(feature = "schemas")]
+pub mod schema;
 pub mod security;
 pub mod state;
 pub mod table;

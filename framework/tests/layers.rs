@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
         "config",
         "record",
         "codec",
+        "schema",
         "observability",
         "poison",
         "instance",
