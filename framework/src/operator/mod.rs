@@ -7,7 +7,7 @@
 use crate::codec::InputKey;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::producer::Sink;
+use crate::producer::{Output, Sink};
 use crate::record::{Record, TaskId};
 use crate::state::keyed::{Committed, StateCell};
 use crate::state::manager::StateManager;
@@ -20,6 +20,10 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 mod timers;
+
+/// The application id of operators run without a worker (the harness, the test driver):
+/// internal and side topics resolve under it.
+pub(crate) const TEST_APPLICATION_ID: &str = "test";
 pub(crate) use timers::{fire_event_time, fire_wall_clock};
 pub use timers::{Timer, TimerKind};
 
@@ -43,6 +47,8 @@ pub struct Context {
     side: Vec<SideRecord>,
     /// The stage input's key codec (queries of states keyed by the input key).
     input_key: Option<InputKey>,
+    /// Where side records go (`None`: kept in `side`, the harness).
+    output: Option<Arc<dyn Output>>,
     /// The operator's timers ([`Context::enable_timers`], [`Context::schedule_wall_clock`]).
     timers: timers::Timers,
 }
@@ -83,6 +89,7 @@ impl Context {
             states: Vec::new(),
             side: Vec::new(),
             input_key: None,
+            output: None,
             timers: timers::Timers::default(),
         }
     }
@@ -91,14 +98,16 @@ impl Context {
     pub(crate) fn with_state(
         task: TaskId,
         operator: String,
-        env: Arc<StateManager>,
+        env: Option<Arc<StateManager>>,
+        output: Arc<dyn Output>,
         start_offset: i64,
         input_key: InputKey,
     ) -> Self {
         Context {
             task,
             operator,
-            env: Some(env),
+            env,
+            output: Some(output),
             start_offset,
             states: Vec::new(),
             side: Vec::new(),
@@ -240,15 +249,15 @@ impl Context {
         sink: &Sink<K, V>,
         record: Record<K, V>,
     ) -> Result<()> {
-        match &self.env {
-            Some(env) => {
-                let topic = sink.resolve(&env.config.application_id);
-                let encoded = sink.encode(&topic, &record)?;
-                env.output.send_encoded(&topic, encoded)
-            }
+        let application = self
+            .env
+            .as_ref()
+            .map_or(TEST_APPLICATION_ID, |e| e.config.application_id.as_str());
+        let topic = sink.resolve(application);
+        let encoded = sink.encode(&topic, &record)?;
+        match &self.output {
+            Some(output) => output.send_encoded(&topic, encoded),
             None => {
-                let topic = sink.resolve("test");
-                let encoded = sink.encode(&topic, &record)?;
                 self.side.push(SideRecord {
                     topic,
                     key: encoded.key.map(|k| k.into_owned()),

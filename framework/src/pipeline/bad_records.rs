@@ -43,3 +43,56 @@ pub(crate) mod header {
     pub(crate) const OFFSET: &str = "exactly.error.offset";
     pub(crate) const MESSAGE: &str = "exactly.error.message";
 }
+
+/// Under `Skip`, logs a bad record found in an aborted cycle; under `DeadLetter`, writes it
+/// — raw key, value, timestamp and headers, plus the error's headers — to `output` (the open
+/// transaction). `topic` is the record's input topic.
+pub(crate) fn divert_record(
+    policy: &BadRecords,
+    output: &dyn crate::producer::Output,
+    topic: &str,
+    m: &dyn super::node::InputMessage,
+    reason: &str,
+) -> crate::error::Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let (partition, offset) = (m.partition(), m.offset());
+    match policy {
+        BadRecords::Fail => Ok(()),
+        BadRecords::Skip => {
+            tracing::warn!(topic, partition, offset, reason, "bad record skipped");
+            Ok(())
+        }
+        BadRecords::DeadLetter(dlq) => {
+            let mut headers = OwnedHeaders::new();
+            for h in m.headers() {
+                headers = headers.insert(Header {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                });
+            }
+            let (p, o) = (partition.to_string(), offset.to_string());
+            for (key, value) in [
+                (header::TOPIC, topic),
+                (header::PARTITION, p.as_str()),
+                (header::OFFSET, o.as_str()),
+                (header::MESSAGE, reason),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            tracing::warn!(topic, partition, offset, reason, dead_letter = %dlq, "bad record written to the dead-letter topic");
+            output.send_encoded(
+                dlq,
+                crate::producer::Encoded {
+                    key: m.key().map(std::borrow::Cow::Borrowed),
+                    value: m.payload().map(std::borrow::Cow::Borrowed),
+                    headers: Some(headers),
+                    partition: None,
+                    timestamp: m.timestamp(),
+                },
+            )
+        }
+    }
+}

@@ -6,13 +6,13 @@ mod bad_records;
 pub(crate) mod node;
 mod tee;
 
-pub(crate) use bad_records::header as bad_record_header;
+pub(crate) use bad_records::divert_record;
 pub use bad_records::BadRecords;
 
 use crate::codec::{Codec, InputKey, RawSerde};
 use crate::error::Result;
 use crate::operator::{Context, Operator};
-use crate::producer::{Sink, WorkerProducer};
+use crate::producer::{Output, Sink};
 use crate::record::TaskId;
 use crate::state::manager::StateManager;
 use crate::topics::TopicName;
@@ -46,8 +46,11 @@ pub(crate) struct QueryDecl {
 /// What the runtime gives a new task's chain.
 pub(crate) struct TaskSetup {
     pub(crate) id: TaskId,
-    pub(crate) output: Arc<WorkerProducer>,
-    pub(crate) state: Arc<StateManager>,
+    pub(crate) application_id: Arc<str>,
+    /// Where the task's output and side records go.
+    pub(crate) output: Arc<dyn Output>,
+    /// The worker's state (`None`: in-memory state, the test driver).
+    pub(crate) state: Option<Arc<StateManager>>,
     /// The committed input offset the task resumes at.
     pub(crate) start_offset: i64,
     /// The worker's record of panics in user code.
@@ -382,6 +385,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                     task.id.clone(),
                     name.clone(),
                     task.state.clone(),
+                    task.output.clone(),
                     task.start_offset,
                     input_key.clone(),
                 );
@@ -452,7 +456,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
                 chain(
                     task,
                     Box::new(SinkNode {
-                        topic: sink.topic.resolve(&task.state.config.application_id),
+                        topic: sink.topic.resolve(&task.application_id),
                         sink: sink.clone(),
                         output: task.output.clone(),
                         poison: task.poison.clone(),

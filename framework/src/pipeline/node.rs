@@ -9,12 +9,59 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::operator::{fire_event_time, fire_wall_clock, Collector, Context, Operator};
 use crate::poison::{self, Poison};
-use crate::producer::{Sink, WorkerProducer};
+use crate::producer::{Output, Sink};
 use crate::record::{Header, Origin, Record};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// An input message as the head of a chain reads it: a Kafka message, or a record of the
+/// test driver's in-memory topics.
+pub(crate) trait InputMessage {
+    fn key(&self) -> Option<&[u8]>;
+    fn payload(&self) -> Option<&[u8]>;
+    /// Ms since the epoch, if it has a timestamp.
+    fn timestamp(&self) -> Option<i64>;
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    fn headers(&self) -> Vec<Header>;
+}
+
+impl InputMessage for BorrowedMessage<'_> {
+    #[inline]
+    fn key(&self) -> Option<&[u8]> {
+        Message::key(self)
+    }
+    #[inline]
+    fn payload(&self) -> Option<&[u8]> {
+        Message::payload(self)
+    }
+    #[inline]
+    fn timestamp(&self) -> Option<i64> {
+        Message::timestamp(self).to_millis()
+    }
+    #[inline]
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+    #[inline]
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+    fn headers(&self) -> Vec<Header> {
+        match Message::headers(self) {
+            None => Vec::new(),
+            Some(hs) => hs
+                .iter()
+                .map(|h| Header {
+                    key: h.key.to_string(),
+                    value: h.value.map(<[u8]>::to_vec),
+                })
+                .collect(),
+        }
+    }
+}
 
 /// A typed link of the chain.
 pub(crate) trait Node<K, V>: Send {
@@ -35,7 +82,7 @@ pub(crate) trait Node<K, V>: Send {
 pub(crate) trait RawNode: Send {
     /// Before the first record of the task: every operator's `on_assign` (state restores).
     fn assign(&mut self) -> Result<()>;
-    fn push_message(&mut self, message: &BorrowedMessage<'_>) -> Result<()>;
+    fn push_message(&mut self, message: &dyn InputMessage) -> Result<()>;
     fn barrier(&mut self) -> Result<()>;
     fn commit(&mut self, input_offset: i64) -> Result<()>;
     fn abort(&mut self);
@@ -184,7 +231,7 @@ pub(crate) struct SourceNode<K, V> {
 
 impl<K: 'static, V: 'static> SourceNode<K, V> {
     /// Decodes `m` with the (user's) codecs.
-    fn decode(&self, m: &BorrowedMessage<'_>) -> Result<Record<K, V>> {
+    fn decode(&self, m: &dyn InputMessage) -> Result<Record<K, V>> {
         let decode_error = |part: &'static str, message: String| Error::Decode {
             part,
             topic: self.topic.to_string(),
@@ -204,21 +251,11 @@ impl<K: 'static, V: 'static> SourceNode<K, V> {
             .value
             .decode(m.payload())
             .map_err(|e| decode_error("value", e))?;
-        let headers = match m.headers() {
-            None => Vec::new(),
-            Some(hs) => hs
-                .iter()
-                .map(|h| Header {
-                    key: h.key.to_string(),
-                    value: h.value.map(<[u8]>::to_vec),
-                })
-                .collect(),
-        };
         Ok(Record {
             key,
             value,
-            timestamp: m.timestamp().to_millis(),
-            headers,
+            timestamp: m.timestamp(),
+            headers: m.headers(),
             origin: Origin {
                 topic: self.topic.clone(),
                 partition: m.partition(),
@@ -232,7 +269,7 @@ impl<K: 'static, V: 'static> RawNode for SourceNode<K, V> {
     fn assign(&mut self) -> Result<()> {
         self.next.assign()
     }
-    fn push_message(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+    fn push_message(&mut self, m: &dyn InputMessage) -> Result<()> {
         let record = poison::guard(
             &self.poison,
             || self.decode(m),
@@ -273,7 +310,7 @@ pub(crate) struct SinkNode<K, V> {
     /// The resolved topic name.
     pub(crate) topic: String,
     pub(crate) sink: Arc<Sink<K, V>>,
-    pub(crate) output: Arc<WorkerProducer>,
+    pub(crate) output: Arc<dyn Output>,
     pub(crate) poison: Arc<Poison>,
 }
 

@@ -1,10 +1,9 @@
 //! A pipeline is a graph: [`Stream::tee`] feeds one stream to a branch that ends in a sink
 //! of its own, while the stream goes on — in the same task and the same transaction.
 
-use super::node::{Node, RawNode};
+use super::node::{InputMessage, Node, RawNode};
 use super::{Pipeline, Stream};
 use crate::error::{Error, Result};
-use rdkafka::message::BorrowedMessage;
 use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -75,7 +74,7 @@ impl<K: 'static, V: 'static> RawNode for BranchHead<K, V> {
     fn assign(&mut self) -> Result<()> {
         Ok(())
     }
-    fn push_message(&mut self, _: &BorrowedMessage<'_>) -> Result<()> {
+    fn push_message(&mut self, _: &dyn InputMessage) -> Result<()> {
         Err(Error::Worker(
             "a tee branch is fed by its tee, not by the consumer".into(),
         ))

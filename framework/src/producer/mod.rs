@@ -11,6 +11,19 @@
 mod sink;
 
 pub(crate) use sink::Encoded;
+
+/// Where a task's records go: the worker's transactional producer, or the test driver's
+/// in-memory topics.
+pub(crate) trait Output: Send + Sync {
+    /// Sends one encoded record to `topic` (resolved name).
+    fn send_encoded(&self, topic: &str, e: Encoded<'_>) -> Result<()>;
+}
+
+impl Output for WorkerProducer {
+    fn send_encoded(&self, topic: &str, e: Encoded<'_>) -> Result<()> {
+        WorkerProducer::send_encoded(self, topic, e)
+    }
+}
 pub use sink::{Partitioning, Sink};
 
 use crate::error::{Error, KafkaOp, Result};

@@ -120,7 +120,9 @@ impl WorkerState {
             self.to_divert.get(&task.id).and_then(|d| d.get(&offset))
         };
         let pushed = match divert {
-            Some(reason) => divert_record(&self.bad_records, &self.output, m, reason),
+            Some(reason) => {
+                crate::pipeline::divert_record(&self.bad_records, &*self.output, topic, m, reason)
+            }
             None => task.chain.push_message(m),
         };
         // A panic is final even if an operator swallowed the error its collector returned.
@@ -396,8 +398,9 @@ impl WorkerState {
     ) -> Result<()> {
         let mut chain = build(&TaskSetup {
             id: id.clone(),
+            application_id: Arc::from(self.config.application_id.as_str()),
             output: self.output.clone(),
-            state: self.state.clone(),
+            state: Some(self.state.clone()),
             start_offset: start,
             poison: self.poison.clone(),
         })?;
@@ -562,57 +565,6 @@ impl WorkerState {
                 }
             }
             _ => Error::kafka(KafkaOp::Poll, e),
-        }
-    }
-}
-
-/// Under `Skip`, logs a bad record found in an aborted cycle; under `DeadLetter`, writes it
-/// — raw key, value, timestamp and headers, plus the error's headers — into the open
-/// transaction.
-fn divert_record(
-    policy: &BadRecords,
-    output: &WorkerProducer,
-    m: &BorrowedMessage<'_>,
-    reason: &str,
-) -> Result<()> {
-    use crate::pipeline::bad_record_header as h;
-    use rdkafka::message::{Header, Headers, OwnedHeaders};
-    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-    match policy {
-        BadRecords::Fail => Ok(()),
-        BadRecords::Skip => {
-            tracing::warn!(topic, partition, offset, reason, "bad record skipped");
-            Ok(())
-        }
-        BadRecords::DeadLetter(dlq) => {
-            let mut headers = OwnedHeaders::new();
-            if let Some(hs) = m.headers() {
-                for hd in hs.iter() {
-                    headers = headers.insert(hd);
-                }
-            }
-            let (p, o) = (partition.to_string(), offset.to_string());
-            for (key, value) in [
-                (h::TOPIC, topic),
-                (h::PARTITION, p.as_str()),
-                (h::OFFSET, o.as_str()),
-                (h::MESSAGE, reason),
-            ] {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            tracing::warn!(topic, partition, offset, reason, dead_letter = %dlq, "bad record written to the dead-letter topic");
-            output.send(
-                dlq,
-                None,
-                m.key(),
-                m.payload(),
-                m.timestamp().to_millis(),
-                Some(headers),
-                None,
-            )
         }
     }
 }

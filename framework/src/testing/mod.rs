@@ -1,4 +1,5 @@
-//! An operator harness without Kafka: records and barriers in, records out.
+//! Testing without Kafka: an operator harness ([`Harness`]: records and barriers in,
+//! records out) and a whole-pipeline driver ([`TestDriver`]).
 //!
 //! Enabled by the `testing` feature. Drives one operator instance exactly as the runtime
 //! drives it in one task: `on_assign` before the first record, `on_barrier` at each
@@ -22,6 +23,10 @@
 //! h.push(None, "a".to_string()).unwrap();
 //! assert_eq!(h.values(), vec!["A".to_string()]);
 //! ```
+
+mod driver;
+
+pub use driver::{TestDriver, TestRecord};
 
 use crate::error::Result;
 use crate::operator::{fire_event_time, fire_wall_clock, Collector, Context, Operator, SideRecord};
