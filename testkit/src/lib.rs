@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod chaos;
 pub mod cluster;
 pub mod process;
 pub mod reader;
