@@ -32,6 +32,7 @@ pub mod join;
 mod key_by;
 mod map;
 mod stream_ext;
+pub mod stream_join;
 mod stream_time;
 pub mod text;
 mod timestamp;

@@ -4,6 +4,7 @@
 //! whose emission can still be chosen).
 
 use crate::fold::{Emit, PreAggregate};
+use crate::stream_join::{JoinKind, JoinWindows, Side, StreamJoin};
 use crate::window::{Session, Time, WindowAggregate, Windowed, Windows};
 use crate::Reduce;
 use crate::{
@@ -16,6 +17,36 @@ use serde::Serialize;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Tags both sides, merges them by key and joins them (see [`StreamExt::join_stream`]).
+fn stream_join<K, V, R, O>(
+    left: Stream<K, V>,
+    name: &str,
+    right: Stream<K, R>,
+    windows: JoinWindows,
+    kind: JoinKind,
+    joiner: Arc<dyn Fn(Option<&V>, Option<&R>) -> O + Send + Sync>,
+) -> Stream<K, O>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + 'static,
+    V: Serialize + DeserializeOwned + Clone + Send + 'static,
+    R: Serialize + DeserializeOwned + Clone + Send + 'static,
+    O: Send + 'static,
+{
+    let tag_left = Arc::new(Side::<V, R>::Left);
+    let tag_right = Arc::new(Side::<V, R>::Right);
+    let l = left.apply(format!("{name}-left"), move || Map(tag_left.clone()));
+    let r = right.apply(format!("{name}-right"), move || Map(tag_right.clone()));
+    l.merge_by_key(
+        name,
+        r,
+        Serde::bincode::<K>(),
+        Serde::bincode::<Side<V, R>>(),
+    )
+    .apply_with(format!("{name}-join"), move |ctx: &mut Context| {
+        StreamJoin::open(ctx, windows, kind, joiner.clone())
+    })
+}
 
 /// Chaining methods for every operator of this crate on [`Stream`]. Stateless ones name
 /// their operator `map-N`, `filter-N`, ... after its position (use [`Stream::apply`] to
@@ -217,6 +248,113 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
         let name = auto_name(&this, "inspect");
         let f = Arc::new(f);
         this.apply(name, move || Inspect(f.clone()))
+    }
+
+    /// Stream–stream inner join: each record meets the records of `other` with its key
+    /// whose timestamps are at most the window away (either way), and `joiner(left, right)`
+    /// is emitted per match, keyed by the key, timestamped with the later of the two. Both
+    /// sides are re-partitioned by key through `{application_id}-{name}-merge`, so neither
+    /// needs to be partitioned by it already. Operators `{name}-left`, `{name}-right` (the
+    /// sides' tags), `{name}` (the hop) and `{name}-join` (states `left`, `right`, timers).
+    /// See [`StreamJoin`](crate::stream_join::StreamJoin).
+    ///
+    /// ```
+    /// use exactly_framework::{Pipeline, Serde};
+    /// use exactly_operators::stream_join::JoinWindows;
+    /// use exactly_operators::StreamExt;
+    /// use std::time::Duration;
+    ///
+    /// // Ad impressions and clicks by ad id: a click within 10 minutes of its impression.
+    /// let impressions = Pipeline::from_topic_with_key("impressions", Serde::string(), Serde::string());
+    /// let clicks = Pipeline::from_topic_with_key("clicks", Serde::string(), Serde::string());
+    /// let pipeline = impressions
+    ///     .join_stream("clicked", clicks, JoinWindows::of(Duration::from_secs(600)), |i: &String, c: &String| format!("{i} -> {c}"))
+    ///     .to_topic("clicked-impressions", Serde::string(), Serde::string());
+    /// # let _ = pipeline;
+    /// ```
+    fn join_stream<R, O, F>(
+        self,
+        name: &str,
+        other: Stream<K, R>,
+        windows: JoinWindows,
+        joiner: F,
+    ) -> Stream<K, O>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Serialize + DeserializeOwned + Clone,
+        R: Serialize + DeserializeOwned + Clone + Send + 'static,
+        O: Send + 'static,
+        F: Fn(&V, &R) -> O + Send + Sync + 'static,
+    {
+        let joiner = move |l: Option<&V>, r: Option<&R>| match (l, r) {
+            (Some(l), Some(r)) => joiner(l, r),
+            _ => panic!("an inner join's joiner is called with both sides"),
+        };
+        stream_join(
+            self.into_stream(),
+            name,
+            other,
+            windows,
+            JoinKind::Inner,
+            Arc::new(joiner),
+        )
+    }
+
+    /// Stream–stream left join: as [`join_stream`](Self::join_stream), and each left
+    /// record that matched nothing is emitted as `joiner(left, None)` once its window and
+    /// grace have passed.
+    fn left_join_stream<R, O, F>(
+        self,
+        name: &str,
+        other: Stream<K, R>,
+        windows: JoinWindows,
+        joiner: F,
+    ) -> Stream<K, O>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Serialize + DeserializeOwned + Clone,
+        R: Serialize + DeserializeOwned + Clone + Send + 'static,
+        O: Send + 'static,
+        F: Fn(&V, Option<&R>) -> O + Send + Sync + 'static,
+    {
+        let joiner = move |l: Option<&V>, r: Option<&R>| match l {
+            Some(l) => joiner(l, r),
+            None => panic!("a left join's joiner is called with a left value"),
+        };
+        stream_join(
+            self.into_stream(),
+            name,
+            other,
+            windows,
+            JoinKind::Left,
+            Arc::new(joiner),
+        )
+    }
+
+    /// Stream–stream outer join: as [`left_join_stream`](Self::left_join_stream), and
+    /// unmatched right records too, as `joiner(None, right)`.
+    fn outer_join_stream<R, O, F>(
+        self,
+        name: &str,
+        other: Stream<K, R>,
+        windows: JoinWindows,
+        joiner: F,
+    ) -> Stream<K, O>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Serialize + DeserializeOwned + Clone,
+        R: Serialize + DeserializeOwned + Clone + Send + 'static,
+        O: Send + 'static,
+        F: Fn(Option<&V>, Option<&R>) -> O + Send + Sync + 'static,
+    {
+        stream_join(
+            self.into_stream(),
+            name,
+            other,
+            windows,
+            JoinKind::Outer,
+            Arc::new(joiner),
+        )
     }
 
     /// [`Stream::tee`] on [`into_stream`](Self::into_stream): feeds every record also to

@@ -3,6 +3,7 @@
 //! See [`Pipeline`].
 
 mod bad_records;
+mod merge;
 pub(crate) mod node;
 mod tee;
 
@@ -32,6 +33,9 @@ pub(crate) struct Stage {
     pub(crate) build: Arc<BuildTask>,
     /// The states its operators serve to queries (`Stream::serves_state`).
     pub(crate) queryable: Vec<QueryDecl>,
+    /// An input this stage's input is merged with partition by partition
+    /// (`Stream::merge`): their partition counts must be equal (checked at start).
+    pub(crate) copartitioned_with: Option<TopicName>,
 }
 
 /// A state that a stage's operator serves to queries: known to the worker's query server
@@ -452,6 +456,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         stages.push(Stage {
             input: self.input,
             queryable: self.queryable,
+            copartitioned_with: None,
             build: Arc::new(move |task| {
                 chain(
                     task,
@@ -466,7 +471,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<K, V> {
         });
         stages.extend(self.branches);
         Pipeline {
-            stages,
+            stages: tee::combine_stages(stages),
             output,
             operators: self.operators,
             side_topics: self.side_topics,

@@ -1,8 +1,9 @@
 //! A pipeline is a graph: [`Stream::tee`] feeds one stream to a branch that ends in a sink
-//! of its own, while the stream goes on — in the same task and the same transaction.
+//! of its own, while the stream goes on — in the same task and the same transaction; and
+//! stages that read the same topic (one stream used in two joins) share its tasks.
 
 use super::node::{InputMessage, Node, RawNode};
-use super::{Pipeline, Stream};
+use super::{Pipeline, Stage, Stream};
 use crate::error::{Error, Result};
 use std::any::Any;
 use std::marker::PhantomData;
@@ -135,5 +136,60 @@ impl<K: Clone + 'static, V: Clone + 'static> Node<K, V> for Tee<K, V> {
     fn fire_wall_clock(&mut self, now: Instant) -> Result<()> {
         self.branch.fire_wall_clock(now)?;
         self.next.fire_wall_clock(now)
+    }
+}
+
+/// Folds stages that read the same topic into one, whose tasks feed each message to every
+/// chain (a topic is one subscription and one task per partition). The first stage keeps
+/// its place.
+pub(crate) fn combine_stages(stages: Vec<Stage>) -> Vec<Stage> {
+    let mut out: Vec<Stage> = Vec::with_capacity(stages.len());
+    for stage in stages {
+        let Some(same) = out.iter_mut().find(|s| s.input == stage.input) else {
+            out.push(stage);
+            continue;
+        };
+        let (first, second) = (same.build.clone(), stage.build);
+        same.build = Arc::new(move |task| {
+            Ok(Box::new(SharedInput(vec![first(task)?, second(task)?])) as Box<dyn RawNode>)
+        });
+        same.queryable.extend(stage.queryable);
+        if same.copartitioned_with.is_none() {
+            same.copartitioned_with = stage.copartitioned_with;
+        }
+    }
+    out
+}
+
+/// Several chains of one input: each gets every message and every signal.
+struct SharedInput(Vec<Box<dyn RawNode>>);
+
+impl RawNode for SharedInput {
+    fn assign(&mut self) -> Result<()> {
+        self.0.iter_mut().try_for_each(|c| c.assign())
+    }
+    fn push_message(&mut self, m: &dyn InputMessage) -> Result<()> {
+        self.0.iter_mut().try_for_each(|c| c.push_message(m))
+    }
+    fn barrier(&mut self) -> Result<()> {
+        self.0.iter_mut().try_for_each(|c| c.barrier())
+    }
+    fn commit(&mut self, input_offset: i64) -> Result<()> {
+        self.0.iter_mut().try_for_each(|c| c.commit(input_offset))
+    }
+    fn abort(&mut self) {
+        self.0.iter_mut().for_each(|c| c.abort());
+    }
+    fn revoke(&mut self) {
+        self.0.iter_mut().for_each(|c| c.revoke());
+    }
+    fn wall_clock_due(&self, now: Instant) -> bool {
+        self.0.iter().any(|c| c.wall_clock_due(now))
+    }
+    fn fire_wall_clock(&mut self, now: Instant) -> Result<()> {
+        self.0.iter_mut().try_for_each(|c| c.fire_wall_clock(now))
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
     }
 }

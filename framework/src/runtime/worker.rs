@@ -866,6 +866,33 @@ fn run_worker(
         },
         other => other.needing("READ"),
     })?;
+    // Inputs merged partition by partition (pipeline/merge.rs) need equal partition counts.
+    for stage in &pipeline.stages {
+        let Some(with) = &stage.copartitioned_with else {
+            continue;
+        };
+        let count = |t: &str| {
+            topics::partition_count(
+                output.producer.client(),
+                &config.brokers,
+                t,
+                metadata_timeout,
+            )
+            .map_err(|e| e.needing("READ"))
+        };
+        let (a, b) = (with.resolve(app), stage.input.resolve(app));
+        let (n, m) = (count(&a)?, count(&b)?);
+        if n != m {
+            return Err(Error::config(
+                "inputs",
+                format!(
+                    "the pipeline merges `{a}` ({n} partitions) and `{b}` ({m} partitions) \
+                     partition by partition: merged inputs need equal partition counts \
+                     (or merge them by key: `Stream::merge_by_key`)"
+                ),
+            ));
+        }
+    }
     if let Some(q) = queries {
         for stage in &pipeline.stages {
             let topic = stage.input.resolve(app);
