@@ -241,3 +241,87 @@ fn stream_joins_inner_and_left_over_differently_keyed_sides() {
         ],
     );
 }
+
+#[test]
+fn a_co_partitioned_table_join_meets_each_key_s_latest_row() {
+    init_tracing();
+    let b = brokers();
+    let customers = new_topic(&b, "inputs-customers", 4);
+    let orders = new_topic(&b, "inputs-orders", 2);
+    let output = new_topic(&b, "inputs-enriched", 4);
+    let group = unique_name("ktable");
+    // The table: 20 customers; c7 renamed; c5 deleted (a tombstone).
+    let mut rows: Vec<(String, Option<String>)> = (0..20)
+        .map(|i| (format!("c{i}"), Some(format!("Name-{i}"))))
+        .collect();
+    rows.push(("c7".into(), Some("Renamed-7".into())));
+    rows.push(("c5".into(), None));
+    Loader::new(&b)
+        .unwrap()
+        .send_nullable(
+            &customers,
+            rows.iter()
+                .map(|(k, v)| (None, Some(k.as_str()), v.as_deref())),
+        )
+        .unwrap();
+    let by_customer =
+        |r: &Record<String, String>| r.value.split_once('|').map(|(c, _)| c.to_string());
+    let pipeline = Pipeline::from_topic_with_key(&orders, Serde::string(), Serde::string())
+        .apply("by-customer", move || {
+            exactly::operators::MapKey(std::sync::Arc::new(by_customer))
+        })
+        .join_table_by_key(
+            "customers",
+            &customers,
+            Serde::string(),
+            Serde::string(),
+            |order: String, name: Option<&String>| {
+                name.map(|n| format!("{}@{n}", order.split_once('|').map_or("", |x| x.1)))
+            },
+        )
+        .to_topic(&output, Serde::string(), Serde::string());
+    let w = Runtime::new(Config::new(&group, &b))
+        .spawn(pipeline)
+        .unwrap();
+    let hop = format!("{group}-customers-merge");
+    // The table first, then the orders: each order meets its customer's latest row.
+    wait_until_committed_by(&b, &group, &customers, Duration::from_secs(120), &[&w]);
+    wait_until_committed_by(&b, &group, &hop, Duration::from_secs(120), &[&w]);
+    produce(
+        &b,
+        &orders,
+        (0..500).map(|i| {
+            (
+                None,
+                Some(format!("o{i}")),
+                format!("c{}|order-{i}", i % 20),
+            )
+        }),
+    )
+    .unwrap();
+    for t in [&orders, &hop] {
+        wait_until_committed_by(&b, &group, t, Duration::from_secs(120), &[&w]);
+    }
+    w.stop();
+    w.join().unwrap();
+    let want: BTreeMap<(String, String), usize> = (0..500)
+        .filter(|i| i % 20 != 5)
+        .map(|i| {
+            let c = i % 20;
+            let name = if c == 7 {
+                "Renamed-7".to_string()
+            } else {
+                format!("Name-{c}")
+            };
+            ((format!("c{c}"), format!("order-{i}@{name}")), 1)
+        })
+        .collect();
+    assert_eq!(
+        read(&b, &output),
+        want,
+        "every order with its customer's latest row, once"
+    );
+    let changelog =
+        exactly::framework::state::changelog::topic_name(&group, "customers-join", "table");
+    let _ = delete_topic(&b, &[&customers, &orders, &output, &hop, &changelog]);
+}

@@ -4,7 +4,7 @@
 //! whose emission can still be chosen).
 
 use crate::fold::{Emit, PreAggregate};
-use crate::stream_join::{JoinKind, JoinWindows, Side, StreamJoin};
+use crate::stream_join::{JoinKind, JoinWindows, KeyedTableJoin, Nullable, Side, StreamJoin};
 use crate::window::{Session, Time, WindowAggregate, Windowed, Windows};
 use crate::Reduce;
 use crate::{
@@ -355,6 +355,52 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
             JoinKind::Outer,
             Arc::new(joiner),
         )
+    }
+
+    /// Co-partitioned table join (Kafka Streams' KStream–KTable join): the topic
+    /// `table_topic` (keyed like this stream, `key`/`value` its serdes) is a table, kept per
+    /// key in this pipeline's state; each record is joined with its key's row:
+    /// `joiner(value, row)` (`None` drops the record: an inner join; always `Some`: a left
+    /// join). Table updates and records meet through `{application_id}-{name}-merge`,
+    /// partitioned by key; a tombstone deletes a row. A record meets the row as of when it
+    /// is processed. See [`KeyedTableJoin`](crate::stream_join::KeyedTableJoin); for a small
+    /// table every worker holds whole, see [`join_table`](Self::join_table).
+    fn join_table_by_key<T, O, F>(
+        self,
+        name: &str,
+        table_topic: &str,
+        key: impl Codec<K> + Clone,
+        value: impl Codec<T>,
+        joiner: F,
+    ) -> Stream<K, O>
+    where
+        K: Serialize + DeserializeOwned + Clone,
+        V: Serialize + DeserializeOwned + Clone,
+        T: Serialize + DeserializeOwned + Clone + Send + 'static,
+        O: Send + 'static,
+        F: Fn(V, Option<&T>) -> Option<O> + Send + Sync + 'static,
+    {
+        let table = Pipeline::from_topic_with_key(
+            table_topic.to_string(),
+            key,
+            Nullable(Arc::new(value) as Arc<dyn Codec<T>>),
+        );
+        let tag_left = Arc::new(Side::<V, Option<T>>::Left);
+        let tag_right = Arc::new(Side::<V, Option<T>>::Right);
+        let l = self
+            .into_stream()
+            .apply(format!("{name}-stream"), move || Map(tag_left.clone()));
+        let r = table.apply(format!("{name}-table"), move || Map(tag_right.clone()));
+        let joiner: Arc<dyn Fn(V, Option<&T>) -> Option<O> + Send + Sync> = Arc::new(joiner);
+        l.merge_by_key(
+            name,
+            r,
+            Serde::bincode::<K>(),
+            Serde::bincode::<Side<V, Option<T>>>(),
+        )
+        .apply_with(format!("{name}-join"), move |ctx: &mut Context| {
+            KeyedTableJoin::open(ctx, joiner.clone())
+        })
     }
 
     /// [`Stream::tee`] on [`into_stream`](Self::into_stream): feeds every record also to

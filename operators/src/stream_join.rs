@@ -264,5 +264,101 @@ where
     }
 }
 
+/// A co-partitioned table join (Kafka Streams' KStream–KTable join): the table's updates and
+/// the stream's records meet by key in one task (through [`Stream::merge_by_key`]), the
+/// table kept per key in keyed state `table` (a `None` update, a tombstone, deletes the
+/// row). Each stream record is joined with the row its key has when the record is processed:
+/// `joiner(value, row)`, or nothing when it returns `None`. Chain it with
+/// [`StreamExt::join_table_by_key`](crate::StreamExt::join_table_by_key).
+///
+/// [`Stream::merge_by_key`]: exactly_framework::Stream::merge_by_key
+pub struct KeyedTableJoin<K, V, T, O> {
+    joiner: Arc<dyn Fn(V, Option<&T>) -> Option<O> + Send + Sync>,
+    table: KeyedState<Option<K>, T>,
+    _v: std::marker::PhantomData<fn(V)>,
+}
+
+impl<K, V, T, O> KeyedTableJoin<K, V, T, O>
+where
+    K: Serialize,
+    T: Serialize + DeserializeOwned,
+{
+    /// Opens the table's state in `ctx`'s task.
+    ///
+    /// # Errors
+    /// As [`Context::keyed_state`].
+    pub fn open(
+        ctx: &mut Context,
+        joiner: Arc<dyn Fn(V, Option<&T>) -> Option<O> + Send + Sync>,
+    ) -> Result<Self> {
+        Ok(KeyedTableJoin {
+            joiner,
+            table: ctx.keyed_state(&StateDescriptor::new("table"))?,
+            _v: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<K, V, T, O> Operator<K, Side<V, Option<T>>> for KeyedTableJoin<K, V, T, O>
+where
+    K: Serialize + Send + 'static,
+    V: Send + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
+    O: Send + 'static,
+{
+    type OutKey = K;
+    type OutValue = O;
+
+    fn process(
+        &mut self,
+        r: Record<K, Side<V, Option<T>>>,
+        _: &mut Context,
+        out: &mut dyn Collector<K, O>,
+    ) -> Result<()> {
+        let Record {
+            key,
+            value,
+            timestamp,
+            headers,
+            origin,
+        } = r;
+        match value {
+            Side::Right(Some(row)) => self.table.put(&key, &row),
+            Side::Right(None) => self.table.delete(&key),
+            Side::Left(v) => {
+                let row = self.table.get(&key)?;
+                match (self.joiner)(v, row.as_ref()) {
+                    Some(value) => out.collect(Record {
+                        key,
+                        value,
+                        timestamp,
+                        headers,
+                        origin,
+                    }),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// A value codec that reads a null (a tombstone) as `None`: a table topic's values.
+pub(crate) struct Nullable<T>(pub(crate) Arc<dyn exactly_framework::Codec<T>>);
+
+impl<T: 'static> exactly_framework::Codec<Option<T>> for Nullable<T> {
+    fn encode<'a>(
+        &self,
+        value: &'a Option<T>,
+    ) -> std::result::Result<Option<std::borrow::Cow<'a, [u8]>>, String> {
+        match value {
+            Some(v) => self.0.encode(v),
+            None => Ok(None),
+        }
+    }
+    fn decode(&self, bytes: Option<&[u8]>) -> std::result::Result<Option<T>, String> {
+        bytes.map(|b| self.0.decode(Some(b))).transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests;
