@@ -70,3 +70,24 @@ fn the_clicks_example_counts_one_input_two_ways() {
         "{out}"
     );
 }
+
+#[test]
+fn the_ad_attribution_example_joins_and_verifies() {
+    let out = run_example("ad_attribution", &[], Duration::from_secs(240));
+    assert!(
+        out.contains("verified: 600 attributed clicks of 750, 0 wrong"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_test_driver_example_counts_in_memory() {
+    let out = run_example("test_driver", &[], Duration::from_secs(120));
+    assert!(out.contains(", 0 wrong"), "{out}");
+}
+
+#[test]
+fn the_chaos_check_example_is_exact_under_chaos() {
+    let out = run_example("chaos_check", &[], Duration::from_secs(300));
+    assert!(out.contains("exact under chaos: 3 kills, 2 joins"), "{out}");
+}
