@@ -67,14 +67,8 @@ fn attribution(impressions: [&str; 2], clicks: &str, campaigns: &str, output: &s
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error,librdkafka=off".into()),
-        )
-        .init();
-    let brokers = testkit::bootstrap_servers()?;
+    support::init_tracing();
+    let brokers = support::brokers(&None)?;
     let app = testkit::unique_name("ad-attribution");
     let t = |name: &str| format!("{app}-{name}");
     let (web, mobile, clicks, campaigns, output) = (

@@ -10,35 +10,23 @@
 //! cargo run --release --example chaos_check
 //! ```
 
-use exactly::operators::text::words;
-use exactly::prelude::*;
 use exactly_testkit::chaos::{self, Chaos};
-
-fn word_count(input: &str, output: &str) -> Pipeline {
-    Pipeline::from_topic(input, Serde::string())
-        .flat_map(|line: String| words(&line))
-        .key_by(
-            "words",
-            |w: &String| w.clone(),
-            Serde::string(),
-            Serde::string(),
-        )
-        .count("counts")
-        .emit_every_update()
-        .map(|n: u64| n.to_string())
-        .to_topic(output, Serde::string(), Serde::string())
-}
+use exactly_testkit::wordcount;
 
 fn main() -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/kjv.txt"))?;
-    let input: Vec<(Option<Vec<u8>>, Vec<u8>)> = text
+    let input: Vec<(Option<Vec<u8>>, Vec<u8>)> = wordcount::KJV
         .lines()
         .filter(|l| !l.trim().is_empty())
         .take(6_000)
         .map(|l| (None, l.as_bytes().to_vec()))
         .collect();
     // In a worker process this call runs the worker and never returns.
-    let report = chaos::check("chaos_check", word_count, &input, Chaos::default())?;
+    let report = chaos::check(
+        "chaos_check",
+        wordcount::pipeline_every_update,
+        &input,
+        Chaos::default(),
+    )?;
     println!("{report}");
     if !report.is_exact() {
         anyhow::bail!("the word count lost, duplicated or reordered records under chaos");

@@ -62,18 +62,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error,librdkafka=off".into()),
-        )
-        .init();
+    support::init_tracing();
     let args = Args::parse();
-    let brokers = match &args.brokers {
-        Some(b) => b.clone(),
-        None => testkit::bootstrap_servers()?,
-    };
+    let brokers = support::brokers(&args.brokers)?;
     let events: Vec<(String, String)> = (0..args.clicks as u64)
         .map(|i| {
             let user = (i * 7919) % args.users as u64;

@@ -156,18 +156,9 @@ fn expected_unpaid(events: &[Event]) -> BTreeSet<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error,librdkafka=off".into()),
-        )
-        .init();
+    support::init_tracing();
     let args = Args::parse();
-    let brokers = match &args.brokers {
-        Some(b) => b.clone(),
-        None => testkit::bootstrap_servers()?,
-    };
+    let brokers = support::brokers(&args.brokers)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
     let first = now - args.orders as i64 * 50 - 60_000;
     let events = events(args.orders, args.partitions, first);

@@ -10,36 +10,24 @@
 //! ```
 
 use exactly::framework::testing::TestDriver;
-use exactly::operators::text::words;
-use exactly::prelude::*;
+use exactly::framework::Serde;
+use exactly_testkit::wordcount;
 use std::collections::BTreeMap;
 
 fn main() -> anyhow::Result<()> {
-    let pipeline = Pipeline::from_topic("lines", Serde::string())
-        .flat_map(|line: String| words(&line))
-        .key_by(
-            "words",
-            |w: &String| w.clone(),
-            Serde::string(),
-            Serde::string(),
-        )
-        .count("counts")
-        .map(|n: u64| n.to_string())
-        .to_topic("counts", Serde::string(), Serde::string());
-    let mut driver = TestDriver::new(pipeline).with_default_partitions(4);
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/kjv.txt"))?;
-    let lines: Vec<&str> = text
+    // The project's word count (`exactly_testkit::wordcount::pipeline`): words, a
+    // `key_by` hop, a count per word.
+    let mut driver =
+        TestDriver::new(wordcount::pipeline("lines", "counts")).with_default_partitions(4);
+    let lines: Vec<&str> = wordcount::KJV
         .lines()
         .filter(|l| !l.trim().is_empty())
         .take(3_000)
         .collect();
-    let mut want: BTreeMap<String, u64> = BTreeMap::new();
     for (i, line) in lines.iter().enumerate() {
         driver.pipe("lines", None, Some(line.as_bytes()), i as i64)?;
-        for w in words(line) {
-            *want.entry(w).or_default() += 1;
-        }
     }
+    let want = wordcount::expected_counts(lines.iter().copied());
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
     for (word, n) in driver
         .read("counts", &Serde::string(), &Serde::string())

@@ -99,18 +99,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error,librdkafka=off".into()),
-        )
-        .init();
+    support::init_tracing();
     let args = Args::parse();
-    let brokers = match &args.brokers {
-        Some(b) => b.clone(),
-        None => testkit::bootstrap_servers()?,
-    };
+    let brokers = support::brokers(&args.brokers)?;
     let text = std::fs::read_to_string(&args.corpus)
         .with_context(|| format!("reading {}", args.corpus.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

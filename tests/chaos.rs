@@ -7,24 +7,8 @@
 mod common;
 
 use exactly::framework::state::{KeyedState, StateDescriptor};
-use exactly::operators::text::words;
 use exactly::prelude::*;
 use exactly_testkit::chaos::{self, Chaos};
-
-fn word_count(input: &str, output: &str) -> Pipeline {
-    Pipeline::from_topic(input, Serde::string())
-        .flat_map(|line: String| words(&line))
-        .key_by(
-            "words",
-            |w: &String| w.clone(),
-            Serde::string(),
-            Serde::string(),
-        )
-        .count("counts")
-        .emit_every_update()
-        .map(|n: u64| n.to_string())
-        .to_topic(output, Serde::string(), Serde::string())
-}
 
 /// A user's operator: the running total of each key's integer values.
 struct RunningTotal {
@@ -69,7 +53,7 @@ fn the_word_count_under_chaos_matches_the_driver() {
         .collect();
     let report = chaos::check(
         "the_word_count_under_chaos_matches_the_driver",
-        word_count,
+        exactly_testkit::wordcount::pipeline_every_update,
         &input,
         Chaos::default(),
     )

@@ -9,6 +9,26 @@ use exactly::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::{Duration, Instant};
 
+/// Logs to stderr, as `RUST_LOG` says (default: errors only, librdkafka's lines off).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error,librdkafka=off".into()),
+        )
+        .init();
+}
+
+/// The brokers: `--brokers` if given, else `KAFKA_BROKERS`, else the local broker (started
+/// if needed).
+pub fn brokers(arg: &Option<String>) -> anyhow::Result<String> {
+    Ok(match arg {
+        Some(b) => b.clone(),
+        None => exactly_testkit::bootstrap_servers()?,
+    })
+}
+
 /// What [`run_with_rebalances`] measured.
 pub struct Run {
     /// From the first worker's start until `done` said so.

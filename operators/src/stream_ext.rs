@@ -4,7 +4,9 @@
 //! whose emission can still be chosen).
 
 use crate::fold::{Emit, PreAggregate};
-use crate::stream_join::{JoinKind, JoinWindows, KeyedTableJoin, Nullable, Side, StreamJoin};
+use crate::stream_join::{
+    JoinKind, JoinWindows, Joiner, KeyedTableJoin, Nullable, Side, StreamJoin, TableJoiner,
+};
 use crate::window::{Session, Time, WindowAggregate, Windowed, Windows};
 use crate::Reduce;
 use crate::{
@@ -25,7 +27,7 @@ fn stream_join<K, V, R, O>(
     right: Stream<K, R>,
     windows: JoinWindows,
     kind: JoinKind,
-    joiner: Arc<dyn Fn(Option<&V>, Option<&R>) -> O + Send + Sync>,
+    joiner: Arc<Joiner<V, R, O>>,
 ) -> Stream<K, O>
 where
     K: Serialize + DeserializeOwned + Clone + Send + 'static,
@@ -391,7 +393,7 @@ pub trait StreamExt<K: Send + 'static, V: Send + 'static>: Sized {
             .into_stream()
             .apply(format!("{name}-stream"), move || Map(tag_left.clone()));
         let r = table.apply(format!("{name}-table"), move || Map(tag_right.clone()));
-        let joiner: Arc<dyn Fn(V, Option<&T>) -> Option<O> + Send + Sync> = Arc::new(joiner);
+        let joiner: Arc<TableJoiner<V, T, O>> = Arc::new(joiner);
         l.merge_by_key(
             name,
             r,

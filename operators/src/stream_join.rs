@@ -83,7 +83,10 @@ struct Buffered<V> {
 }
 
 /// The joiner: the left and right values (either `None` for an unmatched record).
-type Joiner<L, R, O> = dyn Fn(Option<&L>, Option<&R>) -> O + Send + Sync;
+pub type Joiner<L, R, O> = dyn Fn(Option<&L>, Option<&R>) -> O + Send + Sync;
+
+/// A table joiner: the record's value and its key's row, if any; `None` drops the record.
+pub type TableJoiner<V, T, O> = dyn Fn(V, Option<&T>) -> Option<O> + Send + Sync;
 
 /// Joins the two sides of a merged stream. States `left` and `right` (each side's buffered
 /// records per key), and the event-time timers that expire them. See the [module docs](self).
@@ -273,7 +276,7 @@ where
 ///
 /// [`Stream::merge_by_key`]: exactly_framework::Stream::merge_by_key
 pub struct KeyedTableJoin<K, V, T, O> {
-    joiner: Arc<dyn Fn(V, Option<&T>) -> Option<O> + Send + Sync>,
+    joiner: Arc<TableJoiner<V, T, O>>,
     table: KeyedState<Option<K>, T>,
     _v: std::marker::PhantomData<fn(V)>,
 }
@@ -287,10 +290,7 @@ where
     ///
     /// # Errors
     /// As [`Context::keyed_state`].
-    pub fn open(
-        ctx: &mut Context,
-        joiner: Arc<dyn Fn(V, Option<&T>) -> Option<O> + Send + Sync>,
-    ) -> Result<Self> {
+    pub fn open(ctx: &mut Context, joiner: Arc<TableJoiner<V, T, O>>) -> Result<Self> {
         Ok(KeyedTableJoin {
             joiner,
             table: ctx.keyed_state(&StateDescriptor::new("table"))?,

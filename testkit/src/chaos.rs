@@ -35,6 +35,9 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// An input record: key (`None`: no key) and value.
+pub type InputRecord = (Option<Vec<u8>>, Vec<u8>);
+
 /// The variable that makes [`check`] run a worker (set for the child processes).
 const WORKER_ENV: &str = "EXACTLY_CHAOS_WORKER";
 
@@ -151,7 +154,7 @@ impl std::fmt::Display for ChaosReport {
 pub fn check(
     test_name: &str,
     pipeline: fn(&str, &str) -> Pipeline,
-    input: &[(Option<Vec<u8>>, Vec<u8>)],
+    input: &[InputRecord],
     chaos: Chaos,
 ) -> Result<ChaosReport> {
     if let Ok(spec) = std::env::var(WORKER_ENV) {
@@ -184,7 +187,7 @@ pub fn check(
     let parts = (chaos.kills + 2 * chaos.joins + 1) as usize;
     let mut chunks = input.chunks(input.len().div_ceil(parts).max(1));
     let loader = Loader::new(&brokers)?;
-    let load = |chunk: Option<&[(Option<Vec<u8>>, Vec<u8>)]>| -> Result<()> {
+    let load = |chunk: Option<&[InputRecord]>| -> Result<()> {
         if let Some(c) = chunk {
             loader.send(&in_topic, c.iter().map(|(k, v)| (None, k.as_deref(), v)))?;
         }

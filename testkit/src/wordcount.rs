@@ -13,6 +13,25 @@ pub const KJV: &str = include_str!("../../data/kjv.txt");
 /// a count per word (operator `count`, state `counts`) → `word → count so far`, both
 /// UTF-8 strings.
 pub fn pipeline(input: &str, output: &str) -> Pipeline {
+    words_by_word(input)
+        .count("count")
+        .map(|n: u64| n.to_string())
+        .to_topic(output, Serde::string(), Serde::string())
+}
+
+/// As [`pipeline`], emitting every update of a count (1, 2, .. n for each word) instead of
+/// the last one of each commit: an output that does not depend on commit timing, for
+/// comparisons with the test driver (`chaos::check`).
+pub fn pipeline_every_update(input: &str, output: &str) -> Pipeline {
+    words_by_word(input)
+        .count("count")
+        .emit_every_update()
+        .map(|n: u64| n.to_string())
+        .to_topic(output, Serde::string(), Serde::string())
+}
+
+/// Lines → words, keyed by word before the repartition.
+fn words_by_word(input: &str) -> exactly_operators::KeyBy<String, String> {
     Pipeline::from_topic(input, Serde::string())
         .flat_map(|line: String| words(&line))
         .key_by(
@@ -21,9 +40,6 @@ pub fn pipeline(input: &str, output: &str) -> Pipeline {
             Serde::string(),
             Serde::string(),
         )
-        .count("count")
-        .map(|n: u64| n.to_string())
-        .to_topic(output, Serde::string(), Serde::string())
 }
 
 /// How often each word occurs in `lines`, as the pipeline splits them.

@@ -1,6 +1,6 @@
 //! Avro values through serde, in the Confluent wire format.
 
-use super::registry::{SchemaKind, SchemaRegistry};
+use super::registry::{SchemaKind, SchemaRegistry, WriterSchema};
 use super::{frame, unframe};
 use crate::codec::Codec;
 use apache_avro::Schema;
@@ -17,11 +17,8 @@ use std::sync::{Arc, Mutex};
 /// evolution: added fields with defaults, removed fields). See [`crate::Serde::avro`].
 pub struct AvroSerde<T> {
     schema: Schema,
-    text: String,
-    subject: String,
-    registry: Arc<SchemaRegistry>,
-    /// The id of `schema` once registered.
-    id: Mutex<Option<u32>>,
+    /// `schema` under its subject, registered on first use.
+    own: WriterSchema,
     /// Writer schemas by id.
     writers: Mutex<HashMap<u32, Arc<Schema>>>,
     _t: PhantomData<fn() -> T>,
@@ -41,25 +38,10 @@ impl<T> AvroSerde<T> {
             .map_err(|e| crate::Error::config("avro schema", e.to_string()))?;
         Ok(AvroSerde {
             schema: parsed,
-            text: schema.to_string(),
-            subject: subject.into(),
-            registry: registry.clone(),
-            id: Mutex::new(None),
+            own: WriterSchema::new(registry, subject.into(), SchemaKind::Avro, schema),
             writers: Mutex::new(HashMap::new()),
             _t: PhantomData,
         })
-    }
-
-    fn id(&self) -> Result<u32, String> {
-        let mut id = self.id.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = *id {
-            return Ok(id);
-        }
-        let got = self
-            .registry
-            .register(&self.subject, SchemaKind::Avro, &self.text)?;
-        *id = Some(got);
-        Ok(got)
     }
 
     fn writer(&self, id: u32) -> Result<Arc<Schema>, String> {
@@ -71,7 +53,7 @@ impl<T> AvroSerde<T> {
         {
             return Ok(s.clone());
         }
-        let text = self.registry.schema(id)?;
+        let text = self.own.registry.schema(id)?;
         let schema =
             Arc::new(Schema::parse_str(&text).map_err(|e| format!("writer schema {id}: {e}"))?);
         self.writers
@@ -84,14 +66,19 @@ impl<T> AvroSerde<T> {
 
 impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for AvroSerde<T> {
     fn encode<'a>(&self, value: &'a T) -> Result<Option<Cow<'a, [u8]>>, String> {
-        let id = self.id()?;
+        let id = self.own.id()?;
         let avro = apache_avro::to_value(value)
             .and_then(|v| v.resolve(&self.schema))
-            .map_err(|e| format!("not a value of the Avro schema of `{}`: {e}", self.subject))?;
+            .map_err(|e| {
+                format!(
+                    "not a value of the Avro schema of `{}`: {e}",
+                    self.own.subject
+                )
+            })?;
         let body = apache_avro::writer::datum::GenericDatumWriter::builder(&self.schema)
             .build()
             .and_then(|w| w.write_value_to_vec(avro))
-            .map_err(|e| format!("avro encoding for `{}`: {e}", self.subject))?;
+            .map_err(|e| format!("avro encoding for `{}`: {e}", self.own.subject))?;
         Ok(Some(Cow::Owned(frame(id, body, &[]))))
     }
 
@@ -102,8 +89,8 @@ impl<T: Serialize + DeserializeOwned + 'static> Codec<T> for AvroSerde<T> {
             .reader_schema(&self.schema)
             .build()
             .and_then(|r| r.read_value(&mut body))
-            .map_err(|e| format!("avro record of schema {id} for `{}`: {e}", self.subject))?;
+            .map_err(|e| format!("avro record of schema {id} for `{}`: {e}", self.own.subject))?;
         apache_avro::from_value::<T>(&value)
-            .map_err(|e| format!("avro record of schema {id} for `{}`: {e}", self.subject))
+            .map_err(|e| format!("avro record of schema {id} for `{}`: {e}", self.own.subject))
     }
 }

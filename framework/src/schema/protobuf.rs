@@ -1,21 +1,19 @@
 //! Protobuf messages (prost) in the Confluent wire format.
 
-use super::registry::{SchemaKind, SchemaRegistry};
+use super::registry::{SchemaKind, SchemaRegistry, WriterSchema};
 use super::{frame, unframe};
 use crate::codec::Codec;
 use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Protobuf serde for a prost message `T`: encodes as the first message of its `.proto`
 /// (message indexes `[0]`, written as the single byte 0), registered under its subject;
 /// decodes any record in the wire format whose body is a `T` (the indexes are skipped:
 /// the type is the serde's). See [`crate::Serde::protobuf`].
 pub struct ProtobufSerde<T> {
-    proto: String,
-    subject: String,
-    registry: Arc<SchemaRegistry>,
-    id: Mutex<Option<u32>>,
+    /// The `.proto` under its subject, registered on first use.
+    own: WriterSchema,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -24,24 +22,9 @@ impl<T> ProtobufSerde<T> {
     /// message) under `subject` of `registry`.
     pub fn new(proto: &str, subject: impl Into<String>, registry: &Arc<SchemaRegistry>) -> Self {
         ProtobufSerde {
-            proto: proto.to_string(),
-            subject: subject.into(),
-            registry: registry.clone(),
-            id: Mutex::new(None),
+            own: WriterSchema::new(registry, subject.into(), SchemaKind::Protobuf, proto),
             _t: PhantomData,
         }
-    }
-
-    fn id(&self) -> Result<u32, String> {
-        let mut id = self.id.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(id) = *id {
-            return Ok(id);
-        }
-        let got = self
-            .registry
-            .register(&self.subject, SchemaKind::Protobuf, &self.proto)?;
-        *id = Some(got);
-        Ok(got)
     }
 }
 
@@ -67,14 +50,18 @@ fn skip_indexes(body: &mut &[u8]) -> Result<(), String> {
 
 impl<T: prost::Message + Default + 'static> Codec<T> for ProtobufSerde<T> {
     fn encode<'a>(&self, value: &'a T) -> Result<Option<Cow<'a, [u8]>>, String> {
-        let id = self.id()?;
+        let id = self.own.id()?;
         Ok(Some(Cow::Owned(frame(id, value.encode_to_vec(), &[0]))))
     }
 
     fn decode(&self, bytes: Option<&[u8]>) -> Result<T, String> {
         let (id, mut body) = unframe(bytes)?;
         skip_indexes(&mut body)?;
-        T::decode(body)
-            .map_err(|e| format!("protobuf record of schema {id} for `{}`: {e}", self.subject))
+        T::decode(body).map_err(|e| {
+            format!(
+                "protobuf record of schema {id} for `{}`: {e}",
+                self.own.subject
+            )
+        })
     }
 }

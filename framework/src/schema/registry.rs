@@ -180,6 +180,43 @@ fn answer(
     serde_json::from_str(&text).map_err(|e| format!("schema registry {url}: {e}: {text}"))
 }
 
+/// A serde's own schema under its subject: registered on first use, its id kept.
+pub(crate) struct WriterSchema {
+    pub(crate) registry: Arc<SchemaRegistry>,
+    pub(crate) subject: String,
+    kind: SchemaKind,
+    text: String,
+    id: std::sync::OnceLock<u32>,
+}
+
+impl WriterSchema {
+    pub(crate) fn new(
+        registry: &Arc<SchemaRegistry>,
+        subject: String,
+        kind: SchemaKind,
+        text: &str,
+    ) -> Self {
+        WriterSchema {
+            registry: registry.clone(),
+            subject,
+            kind,
+            text: text.to_string(),
+            id: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The schema's id (registered, or found, on the first call).
+    pub(crate) fn id(&self) -> Result<u32, String> {
+        if let Some(id) = self.id.get() {
+            return Ok(*id);
+        }
+        let id = self
+            .registry
+            .register(&self.subject, self.kind, &self.text)?;
+        Ok(*self.id.get_or_init(|| id))
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

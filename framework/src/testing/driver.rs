@@ -104,7 +104,8 @@ struct DriverTask {
     active: bool,
 }
 
-/// Runs a [`Pipeline`] in memory. See the [module docs](self).
+/// Runs a [`Pipeline`] in memory: one commit cycle per input record, internal topics fed
+/// to their stages after each commit (see the [`testing`](crate::testing) module).
 ///
 /// ```
 /// use exactly_framework::testing::TestDriver;
