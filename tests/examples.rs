@@ -91,3 +91,9 @@ fn the_chaos_check_example_is_exact_under_chaos() {
     let out = run_example("chaos_check", &[], Duration::from_secs(300));
     assert!(out.contains("exact under chaos: 3 kills, 2 joins"), "{out}");
 }
+
+#[test]
+fn the_schemas_example_turns_avro_into_protobuf_exactly() {
+    let out = run_example("schemas", &[], Duration::from_secs(240));
+    assert!(out.contains("verified: 10000 totals, 0 wrong"), "{out}");
+}
