@@ -117,14 +117,15 @@ fn inputs_merged_partition_by_partition_need_equal_partition_counts() {
 }
 
 #[test]
-fn stream_joins_inner_and_left_over_differently_keyed_sides() {
+fn stream_joins_inner_left_and_outer_over_differently_keyed_sides() {
     init_tracing();
     let b = brokers();
     let impressions = new_topic(&b, "inputs-impressions", 4);
     let clicks = new_topic(&b, "inputs-clicks", 2);
-    let (inner_out, left_out) = (
+    let (inner_out, left_out, outer_out) = (
         new_topic(&b, "inputs-inner", 4),
         new_topic(&b, "inputs-left", 4),
+        new_topic(&b, "inputs-outer", 4),
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -183,6 +184,22 @@ fn stream_joins_inner_and_left_over_differently_keyed_sides() {
             })
             .to_topic(&left_out, Serde::string(), Serde::string())
         })
+        .tee(|imps| {
+            let clicks = Pipeline::from_topic_with_key(&clicks, Serde::string(), Serde::string())
+                .apply("clicks-by-ad-3", move || {
+                    exactly::operators::MapKey(std::sync::Arc::new(by_ad))
+                });
+            imps.outer_join_stream(
+                "outer",
+                clicks,
+                windows,
+                |i: Option<&String>, c: Option<&String>| {
+                    let c = c.map_or("-", |c| c.split_once('|').map_or("", |x| x.1));
+                    format!("{}+{c}", i.map_or("-", String::as_str))
+                },
+            )
+            .to_topic(&outer_out, Serde::string(), Serde::string())
+        })
         .join_stream(
             "inner",
             Pipeline::from_topic_with_key(&clicks, Serde::string(), Serde::string())
@@ -199,12 +216,13 @@ fn stream_joins_inner_and_left_over_differently_keyed_sides() {
     let hops = [
         format!("{group}-left-merge"),
         format!("{group}-inner-merge"),
+        format!("{group}-outer-merge"),
     ];
     for round in 0..2 {
         if round == 1 {
             send(&impressions, &later);
         }
-        for t in [&impressions, &clicks, &hops[0], &hops[1]] {
+        for t in [&impressions, &clicks, &hops[0], &hops[1], &hops[2]] {
             wait_until_committed_by(&b, &group, t, Duration::from_secs(120), &[&w]);
         }
     }
@@ -229,6 +247,15 @@ fn stream_joins_inner_and_left_over_differently_keyed_sides() {
         left,
         "left join: and every unmatched impression, once"
     );
+    let mut outer = left.clone();
+    for i in (0..n).filter(|i| i % 6 == 1) {
+        outer.insert((format!("ad-{i}"), format!("-+click-{i}")), 1);
+    }
+    assert_eq!(
+        read(&b, &outer_out),
+        outer,
+        "outer join: and every unmatched click, once"
+    );
     let _ = delete_topic(
         &b,
         &[
@@ -236,8 +263,10 @@ fn stream_joins_inner_and_left_over_differently_keyed_sides() {
             &clicks,
             &inner_out,
             &left_out,
+            &outer_out,
             &hops[0],
             &hops[1],
+            &hops[2],
         ],
     );
 }
