@@ -1,7 +1,7 @@
 //! # schemas — Avro in, Protobuf out, in the schema-registry wire format
 //!
-//! With no arguments: starts the local broker (unless `KAFKA_BROKERS` is set), writes 10 000
-//! orders as Avro (Confluent wire format: magic byte, schema id, Avro body) keyed by
+//! The pipeline is `exactly_testkit::orders::pipeline`. With no arguments: starts the local
+//! broker (unless `KAFKA_BROKERS` is set), writes 10 000 orders as Avro (Confluent wire format: magic byte, schema id, Avro body) keyed by
 //! customer, runs a worker that sums each customer's orders and writes the running totals as
 //! Protobuf messages, then decodes the read_committed output and checks every total.
 //! Prints `verified: N totals, 0 wrong`; exits non-zero on any difference.
@@ -23,54 +23,11 @@ use clap::Parser;
 use exactly::framework::schema::SchemaRegistry;
 use exactly::framework::Codec;
 use exactly::prelude::*;
+use exactly_testkit::orders::{self, Order, Subjects, Total, ORDER, TOTAL};
 use exactly_testkit::{self as testkit, Isolation, Loader};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-const ORDER: &str = r#"{"type":"record","name":"Order","fields":[
-    {"name":"customer","type":"string"},{"name":"cents","type":"long"}]}"#;
-const TOTAL: &str = "syntax = \"proto3\";\n\
-    message Total { string customer = 1; int64 cents = 2; uint64 orders = 3; }\n";
-
-/// An order, as its Avro schema says.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Order {
-    customer: String,
-    cents: i64,
-}
-
-/// A customer's running total, as its `.proto` says.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Total {
-    #[prost(string, tag = "1")]
-    customer: String,
-    #[prost(int64, tag = "2")]
-    cents: i64,
-    #[prost(uint64, tag = "3")]
-    orders: u64,
-}
-
-/// (customer, (cents, orders)) → the Protobuf total.
-struct ToTotal;
-
-impl Operator<String, (i64, u64)> for ToTotal {
-    type OutKey = String;
-    type OutValue = Total;
-    fn process(
-        &mut self,
-        r: Record<String, (i64, u64)>,
-        _: &mut Context,
-        out: &mut dyn Collector<String, Total>,
-    ) -> exactly::Result<()> {
-        let total = Total {
-            customer: r.key.clone().unwrap_or_default(),
-            cents: r.value.0,
-            orders: r.value.1,
-        };
-        out.collect(r.with_value(total))
-    }
-}
 
 #[derive(Parser, Debug)]
 #[command(about = "Avro orders to Protobuf totals through a schema registry, verified.")]
@@ -132,20 +89,11 @@ async fn main() -> anyhow::Result<()> {
         orders.len()
     );
 
-    let pipeline = Pipeline::from_topic_with_key(&orders_topic, Serde::string(), orders_serde)
-        .map(|o: Order| o.cents)
-        .aggregate(
-            "totals",
-            || (0i64, 0u64),
-            |(cents, n), c| (cents + c, n + 1),
-        )
-        .emit_every_update()
-        .apply("to-total", || ToTotal)
-        .to_topic(
-            &totals_topic,
-            Serde::string(),
-            Serde::protobuf::<Total>(TOTAL, totals_subject.clone(), &registry),
-        );
+    let subjects = Subjects {
+        orders: &orders_subject,
+        totals: &totals_subject,
+    };
+    let pipeline = orders::pipeline(&orders_topic, &totals_topic, subjects, &registry)?;
     let state_dir = std::env::temp_dir().join("exactly-schemas").join(&app);
     let worker = Runtime::new(
         Config::new(&app, &brokers)
@@ -173,13 +121,7 @@ async fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         *got.entry((customer, t.cents, t.orders)).or_default() += 1;
     }
-    let mut running: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
-    let mut want: BTreeMap<(String, i64, u64), usize> = BTreeMap::new();
-    for o in &orders {
-        let t = running.entry(&o.customer).or_default();
-        *t = (t.0 + o.cents, t.1 + 1);
-        *want.entry((o.customer.clone(), t.0, t.1)).or_default() += 1;
-    }
+    let want = orders::expected_totals(&orders);
     let wrong = want.iter().filter(|(k, n)| got.get(*k) != Some(n)).count()
         + got.keys().filter(|k| !want.contains_key(*k)).count();
     let changelog = exactly::framework::state::changelog::topic_name(&app, "totals", "aggregates");

@@ -11,32 +11,12 @@ mod common;
 
 use common::*;
 use exactly::framework::schema::SchemaRegistry;
-use exactly::framework::{Codec, Collector, Context, Operator, Record};
+use exactly::framework::Codec;
 use exactly::prelude::*;
+use exactly_testkit::orders::{self, Order, Subjects, Total, ORDER, TOTAL};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-const ORDER: &str = r#"{"type":"record","name":"Order","fields":[
-    {"name":"customer","type":"string"},{"name":"cents","type":"long"}]}"#;
-const TOTAL: &str =
-    "syntax = \"proto3\";\nmessage Total { string customer = 1; int64 cents = 2; uint64 orders = 3; }\n";
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Order {
-    customer: String,
-    cents: i64,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Total {
-    #[prost(string, tag = "1")]
-    customer: String,
-    #[prost(int64, tag = "2")]
-    cents: i64,
-    #[prost(uint64, tag = "3")]
-    orders: u64,
-}
 
 fn registry() -> Arc<SchemaRegistry> {
     Arc::new(
@@ -46,48 +26,14 @@ fn registry() -> Arc<SchemaRegistry> {
     )
 }
 
-/// (customer, (cents, orders)) → the Protobuf total.
-struct ToTotal;
-
-impl Operator<String, (i64, u64)> for ToTotal {
-    type OutKey = String;
-    type OutValue = Total;
-    fn process(
-        &mut self,
-        r: Record<String, (i64, u64)>,
-        _: &mut Context,
-        out: &mut dyn Collector<String, Total>,
-    ) -> exactly::Result<()> {
-        let total = Total {
-            customer: r.key.clone().unwrap_or_default(),
-            cents: r.value.0,
-            orders: r.value.1,
-        };
-        out.collect(r.with_value(total))
-    }
-}
-
 fn pipeline(input: &str, output: &str, dead: &str) -> Pipeline {
-    let registry = registry();
-    Pipeline::from_topic_with_key(
-        input,
-        Serde::string(),
-        Serde::avro::<Order>(ORDER, "orders-value", &registry).unwrap(),
-    )
-    .map(|o: Order| o.cents)
-    .aggregate(
-        "totals",
-        || (0i64, 0u64),
-        |(c, n), cents| (c + cents, n + 1),
-    )
-    .emit_every_update()
-    .apply("to-total", || ToTotal)
-    .to_topic(
-        output,
-        Serde::string(),
-        Serde::protobuf::<Total>(TOTAL, "totals-value", &registry),
-    )
-    .on_bad_records(BadRecords::DeadLetter(dead.to_string()))
+    let subjects = Subjects {
+        orders: "orders-value",
+        totals: "totals-value",
+    };
+    orders::pipeline(input, output, subjects, &registry())
+        .unwrap()
+        .on_bad_records(BadRecords::DeadLetter(dead.to_string()))
 }
 
 #[test]
@@ -142,13 +88,7 @@ fn avro_orders_become_protobuf_totals_exactly_once_and_a_foreign_record_is_dead_
         w.join().expect("the worker");
     }
     // Every order's running total, once, decoded from the wire format.
-    let mut running: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
-    let mut want: BTreeMap<(String, i64, u64), usize> = BTreeMap::new();
-    for o in &orders {
-        let t = running.entry(&o.customer).or_default();
-        *t = (t.0 + o.cents, t.1 + 1);
-        *want.entry((o.customer.clone(), t.0, t.1)).or_default() += 1;
-    }
+    let want = orders::expected_totals(&orders);
     let totals = Serde::protobuf::<Total>(TOTAL, "totals-value", &registry());
     let mut got: BTreeMap<(String, i64, u64), usize> = BTreeMap::new();
     for r in read_to_end(&b, &output, Isolation::ReadCommitted, READ_DEADLINE).unwrap() {

@@ -19,6 +19,7 @@
 pub mod broker;
 pub mod chaos;
 pub mod cluster;
+pub mod orders;
 pub mod process;
 pub mod reader;
 pub mod secure;
