@@ -192,6 +192,13 @@ fn records(n: usize, keys: usize, disorder_ms: i64) -> Vec<Input> {
         .collect()
 }
 
+/// A window result's key as `key@start`.
+fn window_label(r: &Record<Windowed<String>, u64>) -> Option<String> {
+    r.key
+        .as_ref()
+        .map(|w| format!("{}@{}", w.key.clone().unwrap_or_default(), w.start))
+}
+
 /// What `op` emits, task by task, on the harness: the reference for time-based operators.
 fn reference<O, F>(input: &[Input], make: F) -> Vec<Record<O::OutKey, O::OutValue>>
 where
@@ -325,11 +332,7 @@ fn tumbling_window_counts_with_late_records_through_a_forced_rebalance() {
         || {
             Pipeline::from_topic_with_key(from.clone(), Serde::string(), Serde::string())
                 .window_count("per-window", windows(&side))
-                .map_key(|r: &Record<Windowed<String>, u64>| {
-                    r.key
-                        .as_ref()
-                        .map(|w| format!("{}@{}", w.key.clone().unwrap_or_default(), w.start))
-                })
+                .map_key(window_label)
                 .map(|n: u64| n.to_string())
                 .to_topic(output.clone(), Serde::string(), Serde::string())
         },
@@ -407,11 +410,7 @@ fn sessions_from_payload_times_close_when_the_input_goes_idle() {
                     Windows::session(Duration::from_millis(1_000))
                         .close_when_idle(Duration::from_millis(300)),
                 )
-                .map_key(|r: &Record<Windowed<String>, u64>| {
-                    r.key
-                        .as_ref()
-                        .map(|w| format!("{}@{}", w.key.clone().unwrap_or_default(), w.start))
-                })
+                .map_key(window_label)
                 .map(|n: u64| n.to_string())
                 .to_topic(output.clone(), Serde::string(), Serde::string())
         },
