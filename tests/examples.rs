@@ -97,3 +97,14 @@ fn the_schemas_example_turns_avro_into_protobuf_exactly() {
     let out = run_example("schemas", &[], Duration::from_secs(240));
     assert!(out.contains("verified: 10000 totals, 0 wrong"), "{out}");
 }
+
+#[test]
+fn the_guarantees_demonstrator_shows_exactly_once_exact() {
+    let out = run_example("guarantees", &[], Duration::from_secs(600));
+    assert!(
+        out.contains("| ExactlyOnce | 30000 | 30000 | 0 | 0 |"),
+        "{out}"
+    );
+    assert!(out.contains("| AutoCommit | 30000 |"), "{out}");
+    assert!(out.contains("| AtLeastOnce | 30000 |"), "{out}");
+}

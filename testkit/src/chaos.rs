@@ -30,7 +30,7 @@ use crate::{
     Isolation, Loader, Result,
 };
 use exactly_framework::testing::TestDriver;
-use exactly_framework::{Config, Pipeline, Runtime};
+use exactly_framework::{Config, Guarantee, Pipeline, Runtime};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,6 +71,9 @@ pub struct Chaos {
     pub session_timeout: Duration,
     /// How the output is compared.
     pub compare: Compare,
+    /// The workers' guarantee (ExactlyOnce by default; the others show what they lose or
+    /// duplicate under the same chaos).
+    pub guarantee: Guarantee,
     /// Longest time to wait for the group to catch up after the last action.
     pub deadline: Duration,
 }
@@ -85,6 +88,7 @@ impl Default for Chaos {
             every: Duration::from_secs(3),
             session_timeout: Duration::from_secs(6),
             compare: Compare::Multiset,
+            guarantee: Guarantee::ExactlyOnce,
             deadline: Duration::from_secs(180),
         }
     }
@@ -105,6 +109,10 @@ pub struct ChaosReport {
     pub duplicated: Vec<(String, usize)>,
     /// Keys whose values came in another order than the driver's (at most 10 listed).
     pub out_of_order: Vec<String>,
+    /// Expected records (or keys) missing, in all.
+    pub lost_total: usize,
+    /// Records (or keys) read more often than expected (or not expected), in all.
+    pub duplicated_total: usize,
     /// Missing, extra and misordered, in all.
     pub wrong: usize,
     /// SIGKILLs done.
@@ -157,9 +165,7 @@ pub fn check(
     input: &[InputRecord],
     chaos: Chaos,
 ) -> Result<ChaosReport> {
-    if let Ok(spec) = std::env::var(WORKER_ENV) {
-        run_worker(&spec, pipeline);
-    }
+    run_if_worker(pipeline);
     let brokers = bootstrap_servers()?;
     let group = unique_name("chaos");
     let (in_topic, out_topic) = (format!("{group}-in"), format!("{group}-out"));
@@ -173,9 +179,10 @@ pub fn check(
             .env(
                 WORKER_ENV,
                 format!(
-                    "{brokers}\n{group}\n{in_topic}\n{out_topic}\n{}\n{}",
+                    "{brokers}\n{group}\n{in_topic}\n{out_topic}\n{}\n{}\n{:?}",
                     dir.join(format!("worker-{n}")).display(),
-                    chaos.session_timeout.as_millis()
+                    chaos.session_timeout.as_millis(),
+                    chaos.guarantee
                 ),
             )
             .stdout(Stdio::null())
@@ -304,6 +311,16 @@ pub fn check(
     Ok(report)
 }
 
+/// In a worker process that [`check`] started: runs `pipeline` until SIGTERM and exits
+/// (never returns). Elsewhere it returns at once. `check` calls it first; a program (not a
+/// test) that runs checks calls it at the top of `main`, before anything it would not want
+/// its workers to do.
+pub fn run_if_worker(pipeline: fn(&str, &str) -> Pipeline) {
+    if let Ok(spec) = std::env::var(WORKER_ENV) {
+        run_worker(&spec, pipeline);
+    }
+}
+
 /// Fills the report's comparison of `got` with `want` ((key, value) in partition order).
 fn compare(
     report: &mut ChaosReport,
@@ -339,6 +356,7 @@ fn compare(
                 let have = gc.get(item).copied().unwrap_or(0);
                 if have < *n {
                     report.wrong += n - have;
+                    report.lost_total += n - have;
                     report.lost.push((item.clone(), n - have));
                 }
             }
@@ -346,6 +364,7 @@ fn compare(
                 let want_n = wc.get(item).copied().unwrap_or(0);
                 if *n > want_n {
                     report.wrong += n - want_n;
+                    report.duplicated_total += n - want_n;
                     report.duplicated.push((item.clone(), n - want_n));
                 }
             }
@@ -363,10 +382,13 @@ fn compare(
             report.read = g.len();
             for (k, values) in &w {
                 match g.get(k).and_then(|vs| vs.last()) {
-                    None => report.lost.push((
-                        format!("{k}={}", values.last().cloned().unwrap_or_default()),
-                        1,
-                    )),
+                    None => {
+                        report.lost_total += 1;
+                        report.lost.push((
+                            format!("{k}={}", values.last().cloned().unwrap_or_default()),
+                            1,
+                        ));
+                    }
                     Some(last) if Some(last) != values.last() => report
                         .out_of_order
                         .push(format!("{k}: last {last}, expected {:?}", values.last())),
@@ -376,6 +398,7 @@ fn compare(
             }
             for k in g.keys().filter(|k| !w.contains_key(*k)) {
                 report.wrong += 1;
+                report.duplicated_total += 1;
                 report.duplicated.push((k.clone(), 1));
             }
         }
@@ -405,14 +428,20 @@ fn stop(child: &mut Child) {
 /// In a worker process: runs the pipeline until SIGTERM, then exits (never returns).
 fn run_worker(spec: &str, pipeline: fn(&str, &str) -> Pipeline) -> ! {
     let f: Vec<&str> = spec.lines().collect();
-    let [brokers, group, input, output, dir, session_ms] = f[..] else {
+    let [brokers, group, input, output, dir, session_ms, guarantee] = f[..] else {
         eprintln!("chaos worker: a malformed {WORKER_ENV}");
         std::process::exit(2);
     };
     let session = Duration::from_millis(session_ms.parse().unwrap_or(6_000));
+    let guarantee = match guarantee {
+        "AtLeastOnce" => Guarantee::AtLeastOnce,
+        "AutoCommit" => Guarantee::AutoCommit,
+        _ => Guarantee::ExactlyOnce,
+    };
     let config = Config::new(group, brokers)
         .with_state_dir(dir)
-        .with_session_timeout(session);
+        .with_session_timeout(session)
+        .with_guarantee(guarantee);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
