@@ -31,3 +31,89 @@ fn the_security_page_lists_every_environment_variable() {
         );
     }
 }
+
+/// The configuration reference, generated from `src/config.rs`: each `Config` field with
+/// its doc comment, its builder method and its environment variable (from `with_env`).
+fn configuration_table() -> String {
+    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
+        .unwrap();
+    let body = src
+        .split("pub struct Config {")
+        .nth(1)
+        .and_then(|s| s.split("\n}\n").next())
+        .expect("the Config struct");
+    let mut rows = vec![
+        "| field | builder | environment | what it is |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
+    let mut doc: Vec<String> = Vec::new();
+    for line in body.lines().map(str::trim) {
+        if let Some(d) = line.strip_prefix("///") {
+            doc.push(d.trim().to_string());
+            continue;
+        }
+        let Some(field) = line
+            .strip_prefix("pub ")
+            .and_then(|l| l.split(':').next())
+            .map(str::trim)
+        else {
+            continue;
+        };
+        let text = doc
+            .join(" ")
+            .replace('|', "\\|")
+            .replace("[`", "`")
+            .replace("`]", "`");
+        // Intra-doc link targets `(crate::...)` are not links on a docs page.
+        let text = strip_link_targets(&text);
+        let upper = field.to_ascii_uppercase();
+        let env = if src.contains(&format!("\"{upper}\" =>")) {
+            format!("`EXACTLY_{upper}`")
+        } else if field == "kafka" {
+            "`EXACTLY_LIBRDKAFKA_<PROPERTY>`".to_string()
+        } else if field == "security" {
+            "`EXACTLY_TLS*`, `EXACTLY_SASL*` (docs/security.md)".to_string()
+        } else {
+            "—".to_string()
+        };
+        let builder = match field {
+            "application_id" | "brokers" => "`Config::new`".to_string(),
+            "kafka" => "`with_kafka_property`".to_string(),
+            "kafka_consumer" => "`with_consumer_property`".to_string(),
+            "kafka_producer" => "`with_producer_property`".to_string(),
+            _ => [field, field.trim_end_matches("_ms")]
+                .iter()
+                .find(|f| src.contains(&format!("pub fn with_{f}(")))
+                .map_or("—".to_string(), |f| format!("`with_{f}`")),
+        };
+        rows.push(format!("| `{field}` | {builder} | {env} | {text} |"));
+        doc.clear();
+    }
+    rows.join("\n")
+}
+
+fn strip_link_targets(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("`(crate::") {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        match rest.find(')') {
+            Some(j) => rest = &rest[j + 1..],
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn the_configuration_reference_lists_every_field() {
+    let table = configuration_table();
+    assert!(table.lines().count() > 20, "{table}");
+    let text = doc("configuration.md");
+    assert!(
+        text.contains(&table),
+        "docs/configuration.md is out of date; its table must be exactly:\n\n{table}"
+    );
+}
