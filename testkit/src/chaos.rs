@@ -121,6 +121,9 @@ pub struct ChaosReport {
     pub joins: u32,
     /// From the first worker's start until the group caught up.
     pub elapsed: Duration,
+    /// The output as read committed: (key, value) as UTF-8 (lossy), partition by partition
+    /// in offset order.
+    pub committed: Vec<(String, String)>,
 }
 
 impl ChaosReport {
@@ -306,6 +309,7 @@ pub fn check(
         .map(|r| (text(&r.key), text(&r.value)))
         .collect();
     compare(&mut report, chaos.compare, &want, &got);
+    report.committed = got;
     let _ = delete_topic(&brokers, &[&in_topic, &out_topic]);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
