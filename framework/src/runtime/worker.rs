@@ -657,6 +657,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The producer's `queue.buffering.max.kbytes` unless the user sets it (64 MiB).
 const PRODUCER_QUEUE_KBYTES: &str = "65536";
 
+/// The producer's `connections.max.idle.ms` unless the user sets it (see
+/// [`create_producer`]): how long a producer stuck in `send_offsets_to_transaction` waits
+/// at most before it looks its group coordinator up again.
+const PRODUCER_CONNECTIONS_MAX_IDLE_MS: &str = "10000";
+
 fn create_producer(
     config: &Config,
     transactional_id: &str,
@@ -673,6 +678,15 @@ fn create_producer(
     if !user_set("partitioner") {
         // The Java client's partitioner, so that keys land where Kafka Streams puts them.
         c.set("partitioner", "murmur2_random");
+    }
+    if !user_set("connections.max.idle.ms") {
+        // librdkafka #5511: `send_offsets_to_transaction` waits for a broker state change
+        // to look its group coordinator up again, and when the node that coordinated the
+        // group is gone from the cluster's metadata none may come (the call blocked for
+        // 10 minutes in tests/cluster.rs). Closing idle connections is such a change: a
+        // producer stuck in that call sends nothing, so its connections close after this
+        // long and the lookup resumes (the Java client closes idle connections too).
+        c.set("connections.max.idle.ms", PRODUCER_CONNECTIONS_MAX_IDLE_MS);
     }
     match config.guarantee {
         Guarantee::ExactlyOnce => {
@@ -757,7 +771,10 @@ pub(crate) fn supervise(
             return Err(err);
         };
         if stop.load(Ordering::Relaxed) {
-            return Err(err);
+            // The worker would have started again in place: nothing of the dropped cycle
+            // was committed, so a stop asked for meanwhile ends it cleanly.
+            tracing::info!(cause, error = %err, "stopping: the open cycle was dropped, nothing of it is committed");
+            return Ok(());
         }
         if stats.commits.load(Ordering::Relaxed) > commits_before {
             in_a_row = 0;
