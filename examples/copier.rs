@@ -91,6 +91,15 @@ async fn main() -> anyhow::Result<()> {
         args.output.clone().unwrap_or_default(),
     );
     let config = config(&args, &brokers)?;
+    if config.workers > 1 {
+        // EXACTLY_WORKERS=n: n workers in this process, all members of the group.
+        let workers = config.workers;
+        Runtime::new(config)
+            .run_until(Pipeline::copy(&input, &output), shutdown)
+            .await?;
+        println!("{workers} workers copied from {input} to {output}");
+        return Ok(());
+    }
     let worker = Runtime::new(config).spawn(Pipeline::copy(&input, &output))?;
     let stats = worker.wait_until(shutdown).await?;
     println!(

@@ -39,6 +39,35 @@ fn two_workers_in_one_process_share_a_state_dir_without_colliding() {
 }
 
 #[test]
+fn config_workers_runs_that_many_workers_in_one_process() {
+    init_tracing();
+    let mut f = Fixture::new("instances-workers");
+    f.send(2000);
+    let config = f.config("many").with_workers(2);
+    let (b, group, input) = (f.b.clone(), f.group.clone(), f.input.clone());
+    // Shut down once the group has committed everything (checked off the async runtime).
+    let done = async move {
+        tokio::task::spawn_blocking(move || {
+            wait_until_committed(&b, &group, &input, Duration::from_secs(90))
+        })
+        .await
+        .unwrap()
+    };
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio
+        .block_on(Runtime::new(config).run_until(f.count_pipeline(), done))
+        .expect("both workers end cleanly");
+    // Two workers, each in its own directory under the one state_dir.
+    let app_dir = f.state_dir("many").join(&f.group);
+    let workers = std::fs::read_dir(&app_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", app_dir.display()))
+        .count();
+    assert_eq!(workers, 2, "worker directories under {}", app_dir.display());
+    f.assert_output_exact();
+    f.cleanup();
+}
+
+#[test]
 fn a_second_worker_with_the_same_instance_id_on_one_host_is_refused_at_start() {
     let f = Fixture::new("instances-lock");
     let config = f.config("one").with_group_instance_id("w0");

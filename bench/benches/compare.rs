@@ -44,6 +44,8 @@ enum System {
     Exactly,
     /// exactly, at_least_once.
     ExactlyAlo,
+    /// exactly, exactly_once, two workers in the one process (`EXACTLY_WORKERS=2`).
+    Exactly2w,
     /// Kafka Streams 4.1.1, exactly_once_v2.
     Kstreams,
 }
@@ -53,6 +55,7 @@ impl System {
         match self {
             System::Exactly => "exactly (exactly_once)",
             System::ExactlyAlo => "exactly (at_least_once)",
+            System::Exactly2w => "exactly (exactly_once, 2 workers)",
             System::Kstreams => "Kafka Streams (exactly_once_v2)",
         }
     }
@@ -253,7 +256,7 @@ fn run_one(
     testkit::create_topic(brokers, &output, args.partitions)?;
     let state = std::env::temp_dir().join(&group);
     let mut cmd = match system {
-        System::Exactly | System::ExactlyAlo => {
+        System::Exactly | System::ExactlyAlo | System::Exactly2w => {
             let example = match pipeline {
                 PipelineArg::Wordcount => "wordcount",
                 PipelineArg::Copy => "copier",
@@ -274,13 +277,21 @@ fn run_one(
             ])
             .args([
                 "--guarantee",
-                if system == System::Exactly {
+                if system != System::ExactlyAlo {
                     "exactly_once"
                 } else {
                     "at_least_once"
                 },
             ])
-            .env("EXACTLY_STATE_DIR", &state);
+            .env("EXACTLY_STATE_DIR", &state)
+            .env(
+                "EXACTLY_WORKERS",
+                if system == System::Exactly2w {
+                    "2"
+                } else {
+                    "1"
+                },
+            );
             c
         }
         System::Kstreams => {
@@ -499,6 +510,16 @@ fn report(results: &[RunResult]) -> String {
                 System::Exactly,
                 System::ExactlyAlo,
                 "exactly_once / at_least_once",
+            ),
+            (
+                System::Exactly2w,
+                System::Exactly,
+                "exactly, 2 workers / 1 worker",
+            ),
+            (
+                System::Exactly2w,
+                System::Kstreams,
+                "exactly, 2 workers / Kafka Streams",
             ),
         ] {
             let (ra, rb) = (rates(results, p, a), rates(results, p, b));

@@ -192,6 +192,12 @@ pub struct Config {
     /// so that taking a partition over restores only the tail (docs/state.md). Needs
     /// `state_changelog`.
     pub standby_replicas: u32,
+    /// Workers [`Runtime::run`](crate::Runtime::run) starts in this process (default 1;
+    /// 1..=64): each a thread with its own consumer, transactional producer and state
+    /// directory, all members of the same group. One worker per core is the usual choice;
+    /// a worker per process is what the benchmarks compare (docs/operating.md).
+    /// [`Runtime::spawn`](crate::Runtime::spawn) always starts one.
+    pub workers: u32,
     /// Address the worker's interactive-query HTTP server listens on, `host:port`
     /// (default none: no server; port 0 picks one). Serves the committed values of its
     /// keyed states and redirects to the instance that owns a key; see docs/state.md.
@@ -236,6 +242,7 @@ impl Default for Config {
             state_store_cache_bytes: 64 * 1024 * 1024,
             repartition_purge_interval_ms: 30_000,
             standby_replicas: 0,
+            workers: 1,
             query_server: None,
             query_advertised_address: None,
             security: Security::default(),
@@ -298,6 +305,7 @@ impl fmt::Debug for Config {
                 &self.repartition_purge_interval_ms,
             )
             .field("standby_replicas", &self.standby_replicas)
+            .field("workers", &self.workers)
             .field("query_server", &self.query_server)
             .field("query_advertised_address", &self.query_advertised_address)
             .field("security", &self.security)
@@ -419,6 +427,13 @@ impl Config {
     /// [`Config::standby_replicas`]).
     pub fn with_standby_replicas(mut self, replicas: u32) -> Self {
         self.standby_replicas = replicas;
+        self
+    }
+
+    /// Runs `workers` workers per [`Runtime::run`](crate::Runtime::run) (see
+    /// [`Config::workers`]).
+    pub fn with_workers(mut self, workers: u32) -> Self {
+        self.workers = workers;
         self
     }
 
@@ -547,6 +562,7 @@ impl Config {
                     self.repartition_purge_interval_ms = num(&key, &v)?
                 }
                 "STANDBY_REPLICAS" => self.standby_replicas = num(&key, &v)?,
+                "WORKERS" => self.workers = num(&key, &v)?,
                 "QUERY_SERVER" => self.query_server = Some(v),
                 "QUERY_ADVERTISED_ADDRESS" => self.query_advertised_address = Some(v),
                 f if f.starts_with("LIBRDKAFKA_") => {
@@ -730,6 +746,13 @@ impl Config {
             86_400_000,
         )?;
         range("standby_replicas", u64::from(self.standby_replicas), 0, 16)?;
+        range("workers", u64::from(self.workers), 1, 64)?;
+        if self.workers > 1 && self.query_server.is_some() {
+            return Err(Error::config(
+                "workers",
+                "a query server serves one worker: run one worker per process when query_server is set",
+            ));
+        }
         if self.standby_replicas > 0 && !self.state_changelog {
             return Err(Error::config(
                 "standby_replicas",
@@ -850,6 +873,23 @@ mod tests {
             e.to_string(),
             "invalid configuration `commit_interval_ms`: 0 is outside the allowed range 1..=3600000"
         );
+    }
+
+    #[test]
+    fn workers_are_one_to_sixty_four_and_one_with_a_query_server() {
+        assert!(valid().with_workers(0).validate().is_err());
+        assert!(valid().with_workers(65).validate().is_err());
+        valid().with_workers(4).validate().unwrap();
+        let e = valid()
+            .with_workers(2)
+            .with_query_server("127.0.0.1:0")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("`workers`"), "{e}");
+        let env = valid()
+            .with_vars([("EXACTLY_WORKERS".to_string(), "3".to_string())].into_iter())
+            .unwrap();
+        assert_eq!(env.workers, 3);
     }
 
     #[test]

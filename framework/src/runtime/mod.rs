@@ -70,8 +70,8 @@ impl Runtime {
         })
     }
 
-    /// Runs one worker until SIGINT or SIGTERM, then commits what it has and leaves the
-    /// group.
+    /// Runs [`Config::workers`] workers (one by default) until SIGINT or SIGTERM, then
+    /// each commits what it has and leaves the group.
     ///
     /// # Errors
     /// As [`Runtime::spawn`] and [`Worker::wait`].
@@ -80,16 +80,50 @@ impl Runtime {
         self.run_until(pipeline, shutdown).await
     }
 
-    /// Runs one worker until `shutdown` completes (or the worker fails).
+    /// Runs [`Config::workers`] workers until `shutdown` completes or one of them fails;
+    /// then the others are stopped (each commits what it has and leaves the group).
     ///
     /// # Errors
-    /// As [`Runtime::spawn`] and [`Worker::wait`].
+    /// As [`Runtime::spawn`] and [`Worker::wait`]: the first error a worker ended with.
     pub async fn run_until(
         self,
         pipeline: Pipeline,
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
-        self.spawn(pipeline)?.wait_until(shutdown).await.map(drop)
+        if self.config.workers <= 1 {
+            return self.spawn(pipeline)?.wait_until(shutdown).await.map(drop);
+        }
+        self.config.validate()?;
+        let mut workers = Vec::new();
+        for _ in 0..self.config.workers {
+            workers.push(self.spawn(pipeline.clone())?);
+        }
+        let stops: Vec<Arc<AtomicBool>> = workers.iter().map(|w| w.stop.clone()).collect();
+        let mut waits: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
+        for w in workers {
+            waits.spawn(w.wait());
+        }
+        let stop_all = || stops.iter().for_each(|s| s.store(true, Ordering::Relaxed));
+        let mut first = tokio::select! {
+            ended = waits.join_next() => {
+                tracing::warn!("a worker ended: stopping the others");
+                stop_all();
+                ended.map(|r| r.unwrap_or_else(|e| Err(Error::Worker(format!("join failed: {e}")))))
+            }
+            () = shutdown => {
+                tracing::info!("shutdown requested: committing and leaving the group");
+                stop_all();
+                None
+            }
+        }
+        .unwrap_or(Ok(()));
+        while let Some(ended) = waits.join_next().await {
+            let ended = ended.unwrap_or_else(|e| Err(Error::Worker(format!("join failed: {e}"))));
+            if first.is_ok() {
+                first = ended;
+            }
+        }
+        first
     }
 }
 
@@ -198,7 +232,9 @@ impl Worker {
     /// Blocks until the worker ends.
     ///
     /// # Errors
-    /// The error that stopped the worker.
+    /// The error that stopped the worker. An error the worker would have recovered from in
+    /// place, met once [`stop`](Worker::stop) was asked for, is not returned: nothing of the
+    /// cycle it dropped was committed.
     pub fn join(mut self) -> Result<()> {
         match self.thread.take() {
             Some(t) => t
