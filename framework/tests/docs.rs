@@ -117,3 +117,46 @@ fn the_configuration_reference_lists_every_field() {
         "docs/configuration.md is out of date; its table must be exactly:\n\n{table}"
     );
 }
+
+/// The variants of `exactly::Error`, from `src/error.rs`.
+fn error_variants() -> Vec<String> {
+    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/error.rs"))
+        .unwrap();
+    let body = src
+        .split("pub enum Error {")
+        .nth(1)
+        .expect("pub enum Error")
+        .split("\n}\n")
+        .next()
+        .unwrap();
+    body.lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_uppercase()))
+        .map(|l| {
+            l.split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn the_errors_page_covers_every_error() {
+    let variants = error_variants();
+    assert!(variants.len() > 15, "{variants:?}");
+    let text = doc("errors.md");
+    for v in &variants {
+        assert!(
+            text.contains(&format!("### `Error::{v}`")),
+            "docs/errors.md has no section `### `Error::{v}``"
+        );
+    }
+    for heading in text.lines().filter_map(|l| l.strip_prefix("### `Error::")) {
+        let name = heading.trim_end_matches('`');
+        assert!(
+            variants.iter().any(|v| v == name),
+            "docs/errors.md documents `Error::{name}`, which no longer exists"
+        );
+    }
+}
