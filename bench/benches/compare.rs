@@ -83,6 +83,11 @@ struct Args {
     /// Runs of each (pipeline, system).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Runs of the first system before the measured ones, per pipeline, not reported: the
+    /// broker's JIT and page cache warm up on them (the first measured run was otherwise
+    /// up to 25 % slower than the next two).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// The word count reads the KJV this many times (8: 248,816 lines, 6.3M words).
     #[arg(long, default_value_t = 8)]
     kjv_copies: usize,
@@ -166,6 +171,30 @@ fn main() -> anyhow::Result<()> {
             }),
         )?;
         eprintln!("{pipeline:?}: {} input records in {topic}", lines.len());
+        for system in args
+            .systems
+            .iter()
+            .copied()
+            .take(1)
+            .cycle()
+            .take(args.warmup)
+        {
+            let r = run_one(
+                &brokers,
+                &topic,
+                pipeline,
+                system,
+                0,
+                &args,
+                lines.len() as u64,
+                &expected,
+            )?;
+            eprintln!(
+                "  {pipeline:?} warm-up: {}: {:.0} records/s (not reported)",
+                system.label(),
+                r.records_per_sec
+            );
+        }
         for repeat in 0..args.repeats {
             for &system in &args.systems {
                 let r = run_one(
