@@ -6,7 +6,8 @@
 //! 2. restore from the changelog: a worker with an empty state dir takes the partitions
 //!    over; restored records / restore time = the restore rate;
 //! 3. resume from a matching local checkpoint: the same worker comes back; restore time is
-//!    the time to resume a partition (no replay);
+//!    the time to resume a partition (no replay) — also for a count behind a repartition
+//!    hop, whose input is written in transactions (a commit marker follows each cycle);
 //! 4. failover: two workers count `--failover-keys` distinct keys (one a child process), the
 //!    child is SIGKILLed, and the survivor takes its partitions over — without standbys,
 //!    then with `standby_replicas = 1`: the records it replays, the time it takes to open
@@ -199,9 +200,23 @@ fn run(
     pipeline: Pipeline,
     input: &str,
 ) -> anyhow::Result<(Duration, exactly::framework::StatsSnapshot)> {
+    run_through(brokers, group, dir, pipeline, &[input])
+}
+
+/// As [`run`], until the group has committed the end of every topic of `inputs` (the
+/// input, then the repartition topics).
+fn run_through(
+    brokers: &str,
+    group: &str,
+    dir: &PathBuf,
+    pipeline: Pipeline,
+    inputs: &[&str],
+) -> anyhow::Result<(Duration, exactly::framework::StatsSnapshot)> {
     let started = Instant::now();
     let w = Runtime::new(Config::new(group, brokers).with_state_dir(dir)).spawn(pipeline)?;
-    wait_caught_up(brokers, group, input)?;
+    for input in inputs {
+        wait_caught_up(brokers, group, input)?;
+    }
     let took = started.elapsed();
     let stats = w.stats();
     w.stop();
@@ -278,6 +293,25 @@ fn main() -> anyhow::Result<()> {
     let restore_rate = fresh.restored_records as f64 / fresh.restore_time.as_secs_f64();
     let resume_ms = back.restore_time.as_secs_f64() * 1000.0 / back.restores.max(1) as f64;
 
+    // Resume with a transactional input: the count behind a repartition hop reads the
+    // internal topic, written in transactions, so the first offset it is delivered after a
+    // restart lies past a commit marker; its checkpoint must still match.
+    let hop_group = testkit::unique_name("bench-state-hop");
+    let hop_topic = format!("{hop_group}-hop-repartition");
+    let hop_count = || {
+        Pipeline::from_topic_with_key(&input, Serde::string(), Serde::string())
+            .repartition("hop", Serde::string(), Serde::string())
+            .count("count")
+            .map(|n: u64| n.to_string())
+            .to_topic(&count_out, Serde::string(), Serde::string())
+    };
+    let hop_dir = dir.join("hop");
+    run_through(&b, &hop_group, &hop_dir, hop_count(), &[&input, &hop_topic])?;
+    nudge(&loader)?;
+    let (_, hop_back) = run_through(&b, &hop_group, &hop_dir, hop_count(), &[&input, &hop_topic])?;
+    let hop_resume_ms =
+        hop_back.restore_time.as_secs_f64() * 1000.0 / hop_back.restores.max(1) as f64;
+
     // Failover: a member killed, the survivor takes over, without and with standbys.
     let failovers = if args.failover_keys > 0 {
         let failover_in = testkit::unique_name("bench-failover-in");
@@ -337,6 +371,9 @@ fn main() -> anyhow::Result<()> {
         "restore_records_per_sec": restore_rate,
         "resume_matching_checkpoint_ms_per_partition": resume_ms,
         "resume_replayed_records": back.restored_records,
+        "resume_transactional_input_ms_per_partition": hop_resume_ms,
+        "resume_transactional_input_restores": hop_back.restores,
+        "resume_transactional_input_replayed_records": hop_back.restored_records,
     });
     let md = format!(
         "| measure | value |\n|---|---|\n\
@@ -345,13 +382,16 @@ fn main() -> anyhow::Result<()> {
          | stateful / stateless | {:.2} |\n\
          | keyed count: commit cycles, mean commit, share of the run committing | {} cycles, {commit_mean_ms:.1} ms, {:.0} % |\n\
          | restore from the changelog | {} records in {:.0} ms = {restore_rate:.0} records/s |\n\
-         | resume from a matching local checkpoint | {resume_ms:.1} ms per partition, {} records replayed |\n",
+         | resume from a matching local checkpoint | {resume_ms:.1} ms per partition, {} records replayed |\n\
+         | resume, transactional input (a count behind a repartition hop) | {hop_resume_ms:.1} ms per partition ({} partitions), {} records replayed |\n",
         count_rate / copy_rate,
         count_stats.commits,
         commit_share * 100.0,
         fresh.restored_records,
         fresh.restore_time.as_secs_f64() * 1000.0,
         back.restored_records,
+        hop_back.restores,
+        hop_back.restored_records,
     );
     let md = match &failovers {
         Some((cold, warm)) => {
@@ -383,7 +423,19 @@ fn main() -> anyhow::Result<()> {
     println!("{md}");
     let changelog =
         exactly::framework::state::changelog::topic_name(&count_group, "count", "counts");
-    testkit::delete_topic(&b, &[&input, &copy_out, &count_out, &changelog])?;
+    let hop_changelog =
+        exactly::framework::state::changelog::topic_name(&hop_group, "count", "counts");
+    testkit::delete_topic(
+        &b,
+        &[
+            &input,
+            &copy_out,
+            &count_out,
+            &changelog,
+            &hop_topic,
+            &hop_changelog,
+        ],
+    )?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
