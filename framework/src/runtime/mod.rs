@@ -93,32 +93,32 @@ impl Runtime {
         if self.config.workers <= 1 {
             return self.spawn(pipeline)?.wait_until(shutdown).await.map(drop);
         }
-        self.config.validate()?;
         let mut workers = Vec::new();
         for _ in 0..self.config.workers {
             workers.push(self.spawn(pipeline.clone())?);
         }
         let stops: Vec<Arc<AtomicBool>> = workers.iter().map(|w| w.stop.clone()).collect();
-        let mut waits: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
+        let stop_all = || stops.iter().for_each(|s| s.store(true, Ordering::Relaxed));
+        let mut waits = tokio::task::JoinSet::new();
         for w in workers {
             waits.spawn(w.wait());
         }
-        let stop_all = || stops.iter().for_each(|s| s.store(true, Ordering::Relaxed));
+        let joined = |r: std::result::Result<Result<()>, tokio::task::JoinError>| {
+            r.unwrap_or_else(|e| Err(Error::Worker(format!("join failed: {e}"))))
+        };
         let mut first = tokio::select! {
             ended = waits.join_next() => {
                 tracing::warn!("a worker ended: stopping the others");
-                stop_all();
-                ended.map(|r| r.unwrap_or_else(|e| Err(Error::Worker(format!("join failed: {e}")))))
+                ended.map_or(Ok(()), joined)
             }
             () = shutdown => {
                 tracing::info!("shutdown requested: committing and leaving the group");
-                stop_all();
-                None
+                Ok(())
             }
-        }
-        .unwrap_or(Ok(()));
+        };
+        stop_all();
         while let Some(ended) = waits.join_next().await {
-            let ended = ended.unwrap_or_else(|e| Err(Error::Worker(format!("join failed: {e}"))));
+            let ended = joined(ended);
             if first.is_ok() {
                 first = ended;
             }
