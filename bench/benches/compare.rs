@@ -171,14 +171,9 @@ fn main() -> anyhow::Result<()> {
             }),
         )?;
         eprintln!("{pipeline:?}: {} input records in {topic}", lines.len());
-        for system in args
-            .systems
-            .iter()
-            .copied()
-            .take(1)
-            .cycle()
-            .take(args.warmup)
-        {
+        // clap gives at least one system (an empty value does not parse).
+        let system = args.systems[0];
+        for _ in 0..args.warmup {
             let r = run_one(
                 &brokers,
                 &topic,
