@@ -2,7 +2,7 @@
 //!
 //! `KeyedSum` adds up the integer values of each key and emits the running sum. It is
 //! written only against the public `Operator` trait and a typed keyed state; the runtime
-//! keeps that state in sled, changelogs it in the same Kafka transaction as the output and
+//! keeps that state in its local store, changelogs it in the same Kafka transaction as the output and
 //! the consumed offsets, and restores it wherever the partition goes.
 //!
 //! Input: key = UTF-8 name, value = decimal integer. Output: key = name, value = the sum so

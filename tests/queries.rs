@@ -78,7 +78,7 @@ fn key_url(server: std::net::SocketAddr, word: &str) -> String {
 }
 
 /// Asks both servers for every word until all answers equal the direct count (the last
-/// committed cycle reaches sled shortly after its commit), or panics after `deadline`
+/// committed cycle reaches the local store shortly after its commit), or panics after `deadline`
 /// with the differences. Returns how many answers came through a redirect.
 fn assert_all_counts(
     servers: &[std::net::SocketAddr],

@@ -1,5 +1,5 @@
-//! Keyed state in sled with a changelog: restore on every assignment, crash between the
-//! Kafka commit and the sled apply, aborts in the middle of a cycle. Every test checks the
+//! Keyed state in the local store with a changelog: restore on every assignment, crash between the
+//! Kafka commit and the store apply, aborts in the middle of a cycle. Every test checks the
 //! complete output — each key's running counts 1, 2, ..., n in order, once — and the final
 //! committed state.
 

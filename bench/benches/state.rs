@@ -271,7 +271,7 @@ fn main() -> anyhow::Result<()> {
     };
     let (count_time, count_stats) = run(&b, &count_group, &dir.join("a"), count(), &input)?;
     // Where the keyed count's time goes: the commit cycles (changelog and output records
-    // delivered, the transaction committed, the overlay applied to sled) stop processing.
+    // delivered, the transaction committed, the overlay applied to the store) stop processing.
     let commit_share = count_stats.commit_time.as_secs_f64() / count_time.as_secs_f64();
     let commit_mean_ms =
         count_stats.commit_time.as_secs_f64() * 1000.0 / count_stats.commits.max(1) as f64;

@@ -180,8 +180,8 @@ pub struct Config {
     /// Streams' `statestore.cache.max.bytes`; 0..=17_179_869_184). The cache folds a key's
     /// updates within a commit cycle into one output and one changelog record.
     pub cache_max_bytes: u64,
-    /// Bytes of the local state store's page cache, per worker (sled's `cache_capacity`;
-    /// default 64 MiB instead of sled's 1 GiB; 1_048_576..=68_719_476_736).
+    /// Bytes of the local state store's block cache, per worker (fjall's `cache_size`;
+    /// default 64 MiB; 1_048_576..=68_719_476_736).
     pub state_store_cache_bytes: u64,
     /// How often the records of a repartition hop that are committed get deleted from it
     /// (DeleteRecords), in ms (default 30_000, as Kafka Streams; 100..=86_400_000).

@@ -152,7 +152,7 @@ fn retry_later(message: String) -> Response {
         .into_response()
 }
 
-/// Runs blocking work (sled reads, a group description) off the server's one thread.
+/// Runs blocking work (store reads, a group description) off the server's one thread.
 async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
         answer(

@@ -1,14 +1,14 @@
-//! Commit step 5 off the processing thread: a committed overlay is applied to sled by a
+//! Commit step 5 off the processing thread: a committed overlay is applied to the store by a
 //! thread of the worker's while the next cycle runs.
 //!
-//! Applying a cycle's overlay to sled took most of a keyed count's commit (measured with
+//! Applying a cycle's overlay to the store took most of a keyed count's commit (measured with
 //! `cargo bench --bench state`: 113 ms of a 182 ms commit for ~12k keys), and processing
 //! stood still meanwhile. With a changelog, the apply is only a local cache of what the
 //! changelog already holds (a lost apply leaves an older checkpoint, and restore replays the
 //! changelog from it), so it need not finish before the next cycle starts:
 //!
 //! - the committed overlay becomes an [`InFlight`] layer that reads see between the new
-//!   overlay and sled, until the applier has written it (with its checkpoint, in one
+//!   overlay and the store, until the applier has written it (with its checkpoint, in one
 //!   batch, as before);
 //! - a state has at most one layer in flight: its next commit waits for the previous
 //!   apply, so a tree's batches land in commit order and memory stays bounded;
@@ -18,7 +18,7 @@
 //! Without a changelog the local store is all there is, and step 5 stays synchronous
 //! (followed by one fsync per cycle, see [`StateManager::flush`](super::manager)).
 
-use super::store::{Checkpoint, PreparedBatch};
+use super::store::{self, Checkpoint, PreparedBatch};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -43,18 +43,18 @@ impl Done {
     }
 }
 
-/// A committed layer on its way to sled.
+/// A committed layer on its way to the store.
 pub(crate) struct InFlight {
-    /// What was committed: readable until (and after) it is in sled.
+    /// What was committed: readable until (and after) it is in the store.
     pub(crate) layer: Arc<Layer>,
     done: Arc<Done>,
 }
 
 impl InFlight {
-    /// Waits until the layer is in sled.
+    /// Waits until the layer is in the store.
     ///
     /// # Errors
-    /// [`Error::State`] when sled refused the batch.
+    /// [`Error::State`] when the store refused the batch.
     pub(crate) fn wait(&self) -> Result<()> {
         let mut outcome = self.done.outcome.lock().unwrap_or_else(|p| p.into_inner());
         while outcome.is_none() {
@@ -86,7 +86,7 @@ impl InFlight {
 }
 
 struct Job {
-    tree: sled::Tree,
+    tree: store::Tree,
     layer: Arc<Layer>,
     checkpoint: Checkpoint,
     done: Arc<Done>,
@@ -126,7 +126,7 @@ impl Applier {
     /// thread is gone).
     pub(crate) fn submit(
         &self,
-        tree: &sled::Tree,
+        tree: &store::Tree,
         layer: Layer,
         checkpoint: Checkpoint,
     ) -> InFlight {
@@ -153,10 +153,9 @@ mod tests {
     use crate::state::store;
 
     #[test]
-    fn a_submitted_layer_lands_in_sled_with_its_checkpoint() {
-        let dir = std::env::temp_dir().join(format!("exactly-applier-{}", std::process::id()));
-        let db = store::open(&dir, 1024 * 1024).unwrap();
-        let tree = db.open_tree("t").unwrap();
+    fn a_submitted_layer_lands_in_the_store_with_its_checkpoint() {
+        let temp = store::tests::TempStore::new("applier");
+        let tree = temp.store.tree("t").unwrap();
         let applier = Applier::start().unwrap();
         let mut layer = Layer::new();
         layer.insert(b"a".to_vec(), Some(b"1".to_vec()));
@@ -181,7 +180,5 @@ mod tests {
             .wait()
             .unwrap();
         assert_eq!(store::get(&tree, b"c").unwrap(), Some(b"2".to_vec()));
-        drop(db);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

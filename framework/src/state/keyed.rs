@@ -36,8 +36,8 @@ impl<K, V> StateDescriptor<K, V> {
 
 /// Where committed values live.
 pub(crate) enum Committed {
-    /// The worker's sled tree for this state and task.
-    Sled(sled::Tree),
+    /// The worker's store tree for this state and task.
+    Store(store::Tree),
     /// In memory (the test harness).
     Memory(HashMap<Vec<u8>, Vec<u8>>),
 }
@@ -48,10 +48,10 @@ pub(crate) struct StateCell {
     pub(crate) overlay: Layer,
     pub(crate) changelog: Option<ChangelogWriter>,
     pub(crate) checkpoint: Checkpoint,
-    /// Writes committed overlays to sled off the processing thread (with a changelog).
+    /// Writes committed overlays to the store off the processing thread (with a changelog).
     pub(crate) applier: Option<Applier>,
     /// The last committed overlay while the applier writes it: read between the overlay
-    /// and sled.
+    /// and the store.
     pub(crate) applying: Option<InFlight>,
     /// This state's entry in the query server's registry, removed with the cell.
     pub(crate) registration: Option<crate::state::queryable::Registration>,
@@ -87,7 +87,7 @@ impl StateCell {
             return Ok(v.clone());
         }
         match &self.committed {
-            Committed::Sled(tree) => store::get(tree, key),
+            Committed::Store(tree) => store::get(tree, key),
             Committed::Memory(m) => Ok(m.get(key).cloned()),
         }
     }
@@ -95,7 +95,7 @@ impl StateCell {
     /// Every (key, value) as this cycle sees it, in encoded-key order.
     fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut all: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = match &self.committed {
-            Committed::Sled(tree) => store::scan(tree)?.into_iter().collect(),
+            Committed::Store(tree) => store::scan(tree)?.into_iter().collect(),
             Committed::Memory(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
         let applying = self.applying.iter().map(|a| a.layer.as_ref());
@@ -137,7 +137,7 @@ impl StateCell {
                 }
                 Ok(())
             }
-            Committed::Sled(tree) => {
+            Committed::Store(tree) => {
                 let changelog_offset = match &self.changelog {
                     Some(changelog) => changelog
                         .end()
@@ -147,7 +147,7 @@ impl StateCell {
                 };
                 self.checkpoint = Checkpoint::now(input_offset, changelog_offset);
                 match &self.applier {
-                    // With a changelog, sled only caches what the changelog holds.
+                    // With a changelog, the store only caches what the changelog holds.
                     Some(applier) if self.changelog.is_some() => {
                         self.applying = Some(applier.submit(tree, overlay, self.checkpoint));
                         Ok(())
@@ -159,10 +159,10 @@ impl StateCell {
         }
     }
 
-    /// Waits until the committed layer in flight, if any, is in sled.
+    /// Waits until the committed layer in flight, if any, is in the store.
     ///
     /// # Errors
-    /// [`Error::State`] when sled refused it.
+    /// [`Error::State`] when the store refused it.
     pub(crate) fn settle(&mut self) -> Result<()> {
         match self.applying.take() {
             Some(in_flight) => in_flight.wait(),
@@ -178,7 +178,7 @@ impl StateCell {
 
 impl Drop for StateCell {
     /// A closed state (its task revoked, its worker stopping or recovering) leaves its
-    /// committed layer in sled for whoever opens the tree next.
+    /// committed layer in the store for whoever opens the tree next.
     fn drop(&mut self) {
         if let Err(err) = self.settle() {
             tracing::error!(%err, "a committed state change could not be applied locally; a restart replays it from the changelog");
@@ -294,9 +294,9 @@ impl<K: Serialize, V: Serialize + DeserializeOwned> KeyedState<K, V> {
 mod tests {
     use super::*;
 
-    fn cell(tree: &sled::Tree, applier: Option<Applier>) -> StateCell {
+    fn cell(tree: &store::Tree, applier: Option<Applier>) -> StateCell {
         StateCell::new(
-            Committed::Sled(tree.clone()),
+            Committed::Store(tree.clone()),
             None,
             Checkpoint::now(0, 0),
             applier,
@@ -304,10 +304,9 @@ mod tests {
     }
 
     #[test]
-    fn reads_see_a_committed_layer_until_sled_has_it() {
-        let dir = std::env::temp_dir().join(format!("exactly-keyed-{}", std::process::id()));
-        let db = store::open(&dir, 1024 * 1024).unwrap();
-        let tree = db.open_tree("t").unwrap();
+    fn reads_see_a_committed_layer_until_the_store_has_it() {
+        let temp = store::tests::TempStore::new("keyed");
+        let tree = temp.store.tree("t").unwrap();
         PreparedBatch::new(
             [(b"old".to_vec(), Some(b"0".to_vec()))].into(),
             Checkpoint::now(1, 1),
@@ -316,7 +315,8 @@ mod tests {
         .apply(&tree)
         .unwrap();
         let mut c = cell(&tree, None);
-        // Committed, not yet in sled: the layer answers, above sled and below the overlay.
+        // Committed, not yet in the store: the layer answers, above the store and below the
+        // overlay.
         c.applying = Some(InFlight::never_applied(
             [
                 (b"a".to_vec(), Some(b"1".to_vec())),
@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(
             c.get(b"old").unwrap(),
             None,
-            "a committed delete hides sled's value"
+            "a committed delete hides the store's value"
         );
         c.overlay.insert(b"a".to_vec(), Some(b"2".to_vec()));
         assert_eq!(c.get(b"a").unwrap(), Some(b"2".to_vec()));
@@ -347,7 +347,5 @@ mod tests {
         drop(c);
         assert_eq!(store::get(&tree, b"b").unwrap(), Some(b"3".to_vec()));
         assert_eq!(store::checkpoint(&tree).unwrap().unwrap().input_offset, 5);
-        drop(db);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

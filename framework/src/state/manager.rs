@@ -29,8 +29,8 @@ pub(crate) struct StateManager {
     pub(crate) stats: Arc<Stats>,
     /// The worker's local store directory (`{instance dir}/store`).
     store_dir: PathBuf,
-    db: OnceLock<sled::Db>,
-    /// Applies committed overlays to sled off the processing thread.
+    db: OnceLock<store::Store>,
+    /// Applies committed overlays to the store off the processing thread.
     applier: OnceLock<Applier>,
     /// Changelog topics this worker has checked, with their `delete.retention.ms`.
     ensured: Mutex<HashMap<String, Duration>>,
@@ -87,30 +87,33 @@ impl StateManager {
         Ok(self.applier.get_or_init(|| started).clone())
     }
 
-    fn db(&self) -> Result<&sled::Db> {
+    fn db(&self) -> Result<&store::Store> {
         if let Some(db) = self.db.get() {
             return Ok(db);
         }
-        let db = store::open(&self.store_dir, self.config.state_store_cache_bytes)?;
+        let legacy = if self.config.state_changelog {
+            store::Legacy::Remove
+        } else {
+            store::Legacy::Refuse
+        };
+        let db = store::Store::open(&self.store_dir, self.config.state_store_cache_bytes, legacy)?;
         Ok(self.db.get_or_init(|| db))
     }
 
     /// Without a changelog: makes the cycle's applied batches durable (one fsync per cycle
     /// for all tasks), since nothing could rebuild a lost one. With a changelog it does
-    /// nothing: sled writes in the background (every 200 ms), and a batch lost in a crash
+    /// nothing: every write reaches the OS at once and the disk in the background (every
+    /// 200 ms), and a batch lost in a crash
     /// only leaves an older checkpoint, from which the changelog replays.
     ///
     /// # Errors
-    /// [`Error::State`] when sled cannot flush.
+    /// [`Error::State`] when the store cannot flush.
     pub(crate) fn flush(&self) -> Result<()> {
         if self.config.state_changelog {
             return Ok(());
         }
         if let Some(db) = self.db.get() {
-            db.flush().map_err(|e| Error::State {
-                op: "flush",
-                message: e.to_string(),
-            })?;
+            db.sync()?;
         }
         Ok(())
     }
@@ -196,18 +199,12 @@ impl StateManager {
         start_offset: i64,
         query: Option<Arc<dyn QueryCodec>>,
     ) -> Result<StateCell> {
-        let tree = self
-            .db()?
-            .open_tree(store::tree_name(
-                operator,
-                state,
-                &task.topic,
-                task.partition,
-            ))
-            .map_err(|e| Error::State {
-                op: "open tree",
-                message: e.to_string(),
-            })?;
+        let tree = self.db()?.tree(&store::tree_name(
+            operator,
+            state,
+            &task.topic,
+            task.partition,
+        ))?;
         let registration = match (&self.queries, query) {
             (Some(registry), Some(codec)) => Some(registry.open(
                 operator,
@@ -252,7 +249,7 @@ impl StateManager {
             r.ready(tree.clone());
         }
         let mut cell = StateCell::new(
-            Committed::Sled(tree),
+            Committed::Store(tree),
             changelog.map(|topic| ChangelogWriter::new(self.output.clone(), topic, task.partition)),
             checkpoint,
             applier,
@@ -317,7 +314,7 @@ pub(crate) fn restore_group(application_id: &str) -> String {
 /// committed offset (or be empty, for a partition new to this worker).
 fn local_only(
     manager: &StateManager,
-    tree: &sled::Tree,
+    tree: &store::Tree,
     task: &TaskId,
     operator: &str,
     state: &str,

@@ -1,24 +1,24 @@
-//! Keyed operator state: a dirty overlay in memory, sled for what is committed, and a
+//! Keyed operator state: a dirty overlay in memory, the local store for what is committed, and a
 //! compacted changelog topic in Kafka that makes it portable.
 //!
 //! - An operator asks its [`Context`](crate::Context) for a typed handle,
 //!   `ctx.keyed_state(&StateDescriptor::<String, u64>::new("counts"))`, in `on_assign`.
 //! - `get`/`put`/`delete`/`update` read through and write into the task's dirty overlay;
-//!   sled still holds the last committed state.
+//!   the store still holds the last committed state.
 //! - Commit cycle step 2: the last value of every dirty key (a tombstone for a delete) goes
 //!   to the changelog partition of the task, in the open transaction.
 //! - Step 5, only after the Kafka commit: the overlay becomes a `PreparedBatch`
-//!   (taken by value) and is applied to sled in one atomic batch with the checkpoint
+//!   (taken by value) and is applied to the store in one atomic batch with the checkpoint
 //!   `{input offset, changelog offset}` — with a changelog, by the worker's `applier`
-//!   thread while the next cycle runs (reads see the committed layer until it is in sled).
+//!   thread while the next cycle runs (reads see the committed layer until it is in the store).
 //!   An abort drops the overlay.
 //! - When a task starts (`restore`): the local checkpoint matches the committed input
-//!   offset → use sled as is; otherwise replay the changelog (`read_committed`) from the
+//!   offset → use the store as is; otherwise replay the changelog (`read_committed`) from the
 //!   checkpoint's changelog offset, or rebuild from its start (see docs/state.md).
 //!
 //! `manager` holds the worker's store and opens states; `changelog` names the topics and
-//! writes them; `restore` brings a store up to date; `store` is sled; `keyed` the typed
-//! handles and the overlay; `applier` writes committed overlays to sled off the
+//! writes them; `restore` brings a store up to date; `store` is the local store (fjall); `keyed` the typed
+//! handles and the overlay; `applier` writes committed overlays to the store off the
 //! processing thread; `standby` keeps warm copies of partitions other workers own;
 //! `queryable` tells the query server which states this worker holds.
 
@@ -52,7 +52,7 @@ pub struct StateSummary {
 
 /// The local stores of every worker of `application_id` under `state_dir` (one per
 /// instance directory, see [`crate::instance`]).
-fn open_existing(state_dir: &Path, application_id: &str) -> Result<Vec<sled::Db>> {
+fn open_existing(state_dir: &Path, application_id: &str) -> Result<Vec<store::Store>> {
     let dir = state_dir.join(application_id);
     if !dir.exists() {
         return Err(Error::State {
@@ -64,7 +64,9 @@ fn open_existing(state_dir: &Path, application_id: &str) -> Result<Vec<sled::Db>
         .into_iter()
         .map(|d| d.join(STORE_DIR))
         .filter(|d| d.exists())
-        .map(|d| store::open(&d, 1024 * 1024))
+        // An older store is left for the worker to handle (it knows whether a changelog
+        // can rebuild it): here it is refused with a message saying so.
+        .map(|d| store::Store::open(&d, 1024 * 1024, store::Legacy::Refuse))
         .collect()
 }
 
@@ -80,14 +82,7 @@ pub fn inspect(state_dir: &Path, application_id: &str) -> Result<Vec<StateSummar
     let mut out = Vec::new();
     for db in open_existing(state_dir, application_id)? {
         for name in db.tree_names() {
-            let name = String::from_utf8_lossy(&name).to_string();
-            if name.starts_with("__sled") {
-                continue;
-            }
-            let tree = db.open_tree(&name).map_err(|e| Error::State {
-                op: "inspect",
-                message: e.to_string(),
-            })?;
+            let tree = db.tree(&name)?;
             out.push(StateSummary {
                 checkpoint: store::checkpoint(&tree)?,
                 keys: store::key_count(&tree),
@@ -117,33 +112,26 @@ where
     let mut out = BTreeMap::new();
     // Several workers may have held a partition: the one whose checkpoint is furthest
     // along has its committed state.
-    let mut best: BTreeMap<Vec<u8>, (i64, sled::Tree)> = BTreeMap::new();
+    let mut best: BTreeMap<Vec<u8>, (i64, store::Tree)> = BTreeMap::new();
     for db in open_existing(state_dir, application_id)? {
         for name in db.tree_names() {
-            if !name.starts_with(prefix.as_bytes()) {
+            if !name.starts_with(&prefix) {
                 continue;
             }
-            let tree = db.open_tree(&name).map_err(|e| Error::State {
-                op: "read",
-                message: e.to_string(),
-            })?;
+            let tree = db.tree(&name)?;
             let at = store::checkpoint(&tree)?.map_or(-1, |c| c.input_offset);
-            if best.get(name.as_ref()).is_none_or(|(b, _)| at > *b) {
-                best.insert(name.to_vec(), (at, tree));
+            if best.get(name.as_bytes()).is_none_or(|(b, _)| at > *b) {
+                best.insert(name.into_bytes(), (at, tree));
             }
         }
     }
     for (_, (_, tree)) in best {
-        for kv in tree.scan_prefix([0u8]) {
-            let (k, v) = kv.map_err(|e| Error::State {
-                op: "read",
-                message: e.to_string(),
-            })?;
+        for (k, v) in store::scan(&tree)? {
             let decode_error = |e: bincode::error::DecodeError| Error::State {
                 op: "decode",
                 message: e.to_string(),
             };
-            let (k, _) = bincode::serde::decode_from_slice(&k[1..], bincode::config::standard())
+            let (k, _) = bincode::serde::decode_from_slice(&k, bincode::config::standard())
                 .map_err(decode_error)?;
             let (v, _) = bincode::serde::decode_from_slice(&v, bincode::config::standard())
                 .map_err(decode_error)?;

@@ -96,12 +96,12 @@ pub(crate) enum Local {
     /// Being restored from its changelog.
     Restoring,
     /// Queryable: its committed values.
-    Ready(sled::Tree),
+    Ready(super::store::Tree),
 }
 
 struct TaskEntry {
     registration: u64,
-    tree: Option<sled::Tree>,
+    tree: Option<super::store::Tree>,
 }
 
 /// One queryable state (an operator's keyed state) on this worker.
@@ -141,7 +141,7 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// The state is restored: queries read `tree` from now on.
-    pub(crate) fn ready(&self, tree: sled::Tree) {
+    pub(crate) fn ready(&self, tree: super::store::Tree) {
         if let Some(task) = self
             .registry
             .write()
@@ -282,7 +282,7 @@ impl QueryRegistry {
     pub(crate) fn local_partitions(
         &self,
         store: &(String, String),
-    ) -> (Vec<(i32, sled::Tree)>, usize) {
+    ) -> (Vec<(i32, super::store::Tree)>, usize) {
         let stores = self.read();
         let Some(s) = stores.get(store) else {
             return (Vec::new(), 0);
@@ -311,7 +311,7 @@ impl QueryRegistry {
 
 /// The committed value of a stored key in `tree`.
 pub(crate) fn committed_value(
-    tree: &sled::Tree,
+    tree: &super::store::Tree,
     stored_key: &[u8],
 ) -> Result<Option<Vec<u8>>, String> {
     store::get(tree, stored_key).map_err(|e| e.to_string())
@@ -378,12 +378,8 @@ mod tests {
         let second = registry.open("count", "counts", "t", 4, 1, codec);
         drop(first);
         assert!(matches!(registry.local(&store, 1), Local::Restoring));
-        let tree = sled::Config::new()
-            .temporary(true)
-            .open()
-            .unwrap()
-            .open_tree("x")
-            .unwrap();
+        let temp = crate::state::store::tests::TempStore::new("queryable");
+        let tree = temp.store.tree("x").unwrap();
         second.ready(tree);
         assert!(matches!(registry.local(&store, 1), Local::Ready(_)));
         assert_eq!(registry.resolve("count"), Ok(store.clone()));

@@ -102,7 +102,7 @@ pub(crate) fn plan(
 /// twice the transaction timeout plus a minute.
 pub(crate) fn restore(
     env: &StateManager,
-    tree: &sled::Tree,
+    tree: &store::Tree,
     topic: &str,
     partition: i32,
     start_offset: i64,
@@ -163,11 +163,8 @@ pub(crate) fn restore(
     Ok(cp)
 }
 
-fn clear(tree: &sled::Tree) -> Result<()> {
-    tree.clear().map_err(|e| Error::State {
-        op: "clear",
-        message: e.to_string(),
-    })
+fn clear(tree: &store::Tree) -> Result<()> {
+    tree.clear()
 }
 
 /// Why a replay did not reach its end.
@@ -198,7 +195,7 @@ const RESTORE_POLL: Duration = Duration::from_millis(10);
 /// deletes its key); returns how many records it read.
 fn replay(
     env: &StateManager,
-    tree: &sled::Tree,
+    tree: &store::Tree,
     topic: &str,
     partition: i32,
     from: i64,
@@ -224,7 +221,7 @@ fn replay(
 fn read_to(
     env: &StateManager,
     consumer: &BaseConsumer,
-    tree: &sled::Tree,
+    tree: &store::Tree,
     topic: &str,
     partition: i32,
     high: i64,
@@ -297,6 +294,7 @@ fn read_to(
             }));
         }
     }
+    writer.write().map_err(Replayed::Failed)?;
     Ok(read)
 }
 

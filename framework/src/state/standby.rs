@@ -9,7 +9,7 @@
 //! only the standbys it must.
 //!
 //! A standby reads the changelog `read_committed` with a consumer of its own (no group, no
-//! commits, no producer, no transaction) and applies what it reads to the same sled tree the
+//! commits, no producer, no transaction) and applies what it reads to the same store tree the
 //! task would open, in batches that end in a checkpoint whose input offset is unknown (-1)
 //! and whose changelog offset is where the standby stands. A task that opens the state later
 //! finds that checkpoint and replays only from there ([`restore`](super::restore)). Before a
@@ -124,7 +124,7 @@ pub(crate) fn standbys_of<'m>(
 
 /// One standby partition being tailed.
 struct Tailed {
-    tree: sled::Tree,
+    tree: store::Tree,
     /// Next changelog offset to apply.
     next: i64,
     /// Read and not yet applied (key → value, `None` deleted).
@@ -154,7 +154,7 @@ impl Standby {
     /// [`Error::Kafka`] when its consumer cannot be created.
     pub(crate) fn start(
         config: &Config,
-        db: sled::Db,
+        db: store::Store,
         shared: Arc<Shared>,
         partitions: usize,
         stats: Arc<crate::observability::Stats>,
@@ -196,7 +196,7 @@ impl Standby {
 
 struct Tail {
     consumer: BaseConsumer,
-    db: sled::Db,
+    db: store::Store,
     shared: Arc<Shared>,
     group: String,
     replicas: usize,
@@ -274,18 +274,12 @@ impl Tail {
             let Some(t) = targets.get(&key.0) else {
                 continue;
             };
-            let tree = self
-                .db
-                .open_tree(store::tree_name(
-                    &t.operator,
-                    &t.state,
-                    &t.task_topic,
-                    key.1,
-                ))
-                .map_err(|e| Error::State {
-                    op: "open tree",
-                    message: e.to_string(),
-                })?;
+            let tree = self.db.tree(&store::tree_name(
+                &t.operator,
+                &t.state,
+                &t.task_topic,
+                key.1,
+            ))?;
             let next = match store::checkpoint(&tree)? {
                 Some(cp) => cp.changelog_offset,
                 None => 0,
