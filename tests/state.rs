@@ -52,6 +52,53 @@ fn state_moves_with_its_partition_and_returns_without_replay() {
     f.cleanup();
 }
 
+#[test]
+fn a_damaged_local_store_is_rebuilt_from_the_changelog() {
+    init_tracing();
+    let mut f = Fixture::new("state-damaged");
+    f.send(1000);
+    f.run_until_done("a", f.count_pipeline());
+    f.assert_state_exact("a", "count", "counts");
+
+    // Damage the worker's local store while it is stopped: its format marker no longer
+    // reads, as after a disk fault or an incompatible version.
+    let markers = files_named(&f.state_dir("a"), "version");
+    assert!(
+        !markers.is_empty(),
+        "the test must find the store it damages"
+    );
+    for marker in &markers {
+        std::fs::write(marker, b"damaged").unwrap();
+    }
+    f.send(1000);
+    let again = f.run_until_done("a", f.count_pipeline());
+    assert_eq!(again.restores, 2, "{again:?}");
+    assert!(
+        again.restored_records >= KEYS as u64,
+        "both partitions rebuilt from their changelog: {again:?}"
+    );
+    f.assert_state_exact("a", "count", "counts");
+    f.assert_output_exact();
+    f.cleanup();
+}
+
+/// Every file named `name` under `dir`, at any depth.
+fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if entry.file_name() == name {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// Counts like `Count`, but fails once with a store error in the middle of a cycle, after
 /// having written to its state: the cycle must be aborted and replayed.
 struct FlakyCount {

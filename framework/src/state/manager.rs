@@ -91,12 +91,17 @@ impl StateManager {
         if let Some(db) = self.db.get() {
             return Ok(db);
         }
-        let legacy = if self.config.state_changelog {
-            store::Legacy::Remove
+        // A store it cannot read is a cache the changelogs can rebuild, when there are any.
+        let unreadable = if self.config.state_changelog {
+            store::Unreadable::Delete
         } else {
-            store::Legacy::Refuse
+            store::Unreadable::Refuse
         };
-        let db = store::Store::open(&self.store_dir, self.config.state_store_cache_bytes, legacy)?;
+        let db = store::Store::open(
+            &self.store_dir,
+            self.config.state_store_cache_bytes,
+            unreadable,
+        )?;
         Ok(self.db.get_or_init(|| db))
     }
 

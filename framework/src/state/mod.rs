@@ -64,9 +64,9 @@ fn open_existing(state_dir: &Path, application_id: &str) -> Result<Vec<store::St
         .into_iter()
         .map(|d| d.join(STORE_DIR))
         .filter(|d| d.exists())
-        // An older store is left for the worker to handle (it knows whether a changelog
-        // can rebuild it): here it is refused with a message saying so.
-        .map(|d| store::Store::open(&d, 1024 * 1024, store::Legacy::Refuse))
+        // A store that cannot be read is left for the worker to handle (it knows whether a
+        // changelog can rebuild it): here it is refused with a message saying so.
+        .map(|d| store::Store::open(&d, 1024 * 1024, store::Unreadable::Refuse))
         .collect()
 }
 

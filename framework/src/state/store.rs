@@ -80,13 +80,30 @@ fn holds_legacy_store(dir: &Path) -> bool {
     dir.join("conf").is_file() && dir.join("db").is_file() && !dir.join("version").exists()
 }
 
-/// What [`Store::open`] does with a store written by an older exactly (sled).
+/// What [`Store::open`] does with a store it cannot read: one written by an older exactly
+/// (sled), or a damaged one (Kafka Streams' `TaskCorruptedException`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Legacy {
-    /// Delete it: the changelog rebuilds every state it held.
-    Remove,
-    /// Refuse to start: without a changelog nothing could rebuild it.
+pub(crate) enum Unreadable {
+    /// Delete it and start empty: the changelogs rebuild every state it held.
+    Delete,
+    /// Refuse to open it: without a changelog nothing could rebuild it.
     Refuse,
+}
+
+/// Deletes everything in `dir` but the lock file.
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == LOCK_FILE {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The worker's local store: one fjall keyspace in its own directory, held locked while
@@ -102,30 +119,15 @@ impl Store {
     /// Opens the store under `dir` (creating it), with a block cache of `cache_bytes`.
     ///
     /// # Errors
-    /// [`Error::State`] when the directory cannot be opened or another program holds it
-    /// (give each worker its own `state_dir`), or holds an older store and `legacy` says
-    /// [`Legacy::Refuse`].
-    pub(crate) fn open(dir: &Path, cache_bytes: u64, legacy: Legacy) -> Result<Store> {
+    /// [`Error::State`] when the directory cannot be created, another program holds it
+    /// (give each worker its own `state_dir`), or it holds a store that cannot be read
+    /// (written by an older exactly, or damaged) and `unreadable` says
+    /// [`Unreadable::Refuse`].
+    pub(crate) fn open(dir: &Path, cache_bytes: u64, unreadable: Unreadable) -> Result<Store> {
         let failed = |message: String| Error::State {
             op: "open",
             message: format!("{}: {message}", dir.display()),
         };
-        if holds_legacy_store(dir) {
-            match legacy {
-                Legacy::Remove => {
-                    tracing::warn!(dir = %dir.display(), "the local store was written by an older exactly (sled): deleting it, the changelogs rebuild its states");
-                    std::fs::remove_dir_all(dir).map_err(|e| failed(e.to_string()))?;
-                }
-                Legacy::Refuse => {
-                    return Err(failed(
-                        "holds a state store written by an older exactly (sled), which this one \
-                         cannot read, and with state_changelog=false nothing can rebuild it: keep \
-                         running the older version, or delete the directory to start empty"
-                            .into(),
-                    ))
-                }
-            }
-        }
         std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
         let lock = File::create(dir.join(LOCK_FILE)).map_err(|e| failed(e.to_string()))?;
         match lock.try_lock() {
@@ -138,14 +140,35 @@ impl Store {
             }
             Err(TryLockError::Error(e)) => return Err(failed(e.to_string())),
         }
-        let keyspace = fjall::Config::new(dir)
-            .cache_size(cache_bytes)
-            .max_write_buffer_size(WRITE_BUFFER_BYTES)
-            // Every write reaches the OS at once (a killed process loses nothing); the disk
-            // in the background, as sled's `flush_every_ms` did.
-            .fsync_ms(Some(200))
-            .open()
-            .map_err(|e| failed(e.to_string()))?;
+        let keyspace = match (holds_legacy_store(dir), unreadable) {
+            (true, Unreadable::Refuse) => {
+                return Err(failed(
+                    "holds a state store written by an older exactly (sled), which this one \
+                     cannot read, and with state_changelog=false nothing can rebuild it: keep \
+                     running the older version, or delete the directory to start empty"
+                        .into(),
+                ))
+            }
+            (true, Unreadable::Delete) => {
+                tracing::warn!(dir = %dir.display(), "the local store was written by an older exactly (sled): deleting it, the changelogs rebuild its states");
+                empty_dir(dir).map_err(|e| failed(e.to_string()))?;
+                open_keyspace(dir, cache_bytes).map_err(|e| failed(e.to_string()))?
+            }
+            (false, _) => match (open_keyspace(dir, cache_bytes), unreadable) {
+                (Ok(k), _) => k,
+                (Err(e), Unreadable::Refuse) => {
+                    return Err(failed(format!(
+                        "{e}; with state_changelog=false nothing can rebuild it: repair or \
+                         delete the directory (the state starts empty)"
+                    )))
+                }
+                (Err(e), Unreadable::Delete) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "the local store cannot be read: deleting it, the changelogs rebuild its states");
+                    empty_dir(dir).map_err(|e| failed(e.to_string()))?;
+                    open_keyspace(dir, cache_bytes).map_err(|e| failed(e.to_string()))?
+                }
+            },
+        };
         Ok(Store {
             keyspace,
             _lock: Arc::new(lock),
@@ -186,6 +209,17 @@ impl Store {
             .persist(fjall::PersistMode::SyncAll)
             .map_err(store_error("flush"))
     }
+}
+
+/// Opens (creating) the fjall keyspace in `dir`.
+fn open_keyspace(dir: &Path, cache_bytes: u64) -> fjall::Result<fjall::Keyspace> {
+    fjall::Config::new(dir)
+        .cache_size(cache_bytes)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES)
+        // Every write reaches the OS at once (a killed process loses nothing); the disk in
+        // the background.
+        .fsync_ms(Some(200))
+        .open()
 }
 
 /// The memory fjall may hold in memtables (all trees of a worker), at most.
@@ -495,7 +529,7 @@ pub(crate) mod tests {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ));
             let _ = std::fs::remove_dir_all(&dir);
-            let store = Store::open(&dir, 1024 * 1024, Legacy::Refuse).unwrap();
+            let store = Store::open(&dir, 1024 * 1024, Unreadable::Refuse).unwrap();
             TempStore { store, dir }
         }
     }
@@ -592,9 +626,9 @@ pub(crate) mod tests {
     fn a_store_is_held_by_one_handle_at_a_time() {
         let dir = std::env::temp_dir().join(format!("exactly-store-lock-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, 1024 * 1024, Legacy::Refuse).unwrap();
+        let store = Store::open(&dir, 1024 * 1024, Unreadable::Refuse).unwrap();
         let held = |dir: &Path| {
-            let again = Store::open(dir, 1024 * 1024, Legacy::Refuse);
+            let again = Store::open(dir, 1024 * 1024, Unreadable::Refuse);
             matches!(&again, Err(Error::State { message, .. }) if message.contains("open in another program"))
         };
         assert!(held(&dir));
@@ -603,9 +637,30 @@ pub(crate) mod tests {
         drop(store);
         assert!(held(&dir));
         drop(tree);
-        let reopened = Store::open(&dir, 1024 * 1024, Legacy::Refuse).unwrap();
+        let reopened = Store::open(&dir, 1024 * 1024, Unreadable::Refuse).unwrap();
         assert_eq!(reopened.tree_names(), vec!["t".to_string()]);
         drop(reopened);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_damaged_store_is_rebuilt_with_a_changelog_and_refused_without() {
+        let dir =
+            std::env::temp_dir().join(format!("exactly-store-damaged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, 1024 * 1024, Unreadable::Refuse).unwrap();
+        store.tree("t").unwrap();
+        drop(store);
+        std::fs::write(dir.join("version"), b"not fjall").unwrap();
+        let refused = Store::open(&dir, 1024 * 1024, Unreadable::Refuse);
+        assert!(
+            matches!(&refused, Err(Error::State { message, .. }) if message.contains("nothing can rebuild it")),
+            "{:?}",
+            refused.err()
+        );
+        let store = Store::open(&dir, 1024 * 1024, Unreadable::Delete).unwrap();
+        assert!(store.tree_names().is_empty());
+        drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -616,13 +671,13 @@ pub(crate) mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("conf"), b"segment_size: 524288").unwrap();
         std::fs::write(dir.join("db"), b"").unwrap();
-        let refused = Store::open(&dir, 1024 * 1024, Legacy::Refuse);
+        let refused = Store::open(&dir, 1024 * 1024, Unreadable::Refuse);
         assert!(
             matches!(&refused, Err(Error::State { message, .. }) if message.contains("older exactly")),
             "{:?}",
             refused.err()
         );
-        let store = Store::open(&dir, 1024 * 1024, Legacy::Remove).unwrap();
+        let store = Store::open(&dir, 1024 * 1024, Unreadable::Delete).unwrap();
         assert!(!dir.join("conf").exists());
         assert!(store.tree_names().is_empty());
         drop(store);
