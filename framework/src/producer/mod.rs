@@ -116,7 +116,16 @@ impl ProducerContext for DeliveryContext {
                 *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((code, m.topic().to_string()));
                 self.delivery_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, topic = m.topic(), "an output record was not delivered");
+                if matches!(
+                    code,
+                    RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                ) {
+                    // Purged by an abort, which logs once and replays the cycle: a line
+                    // per record would bury the log (thousands per abort).
+                    tracing::debug!(error = %e, topic = m.topic(), "an output record was purged by an abort");
+                } else {
+                    tracing::warn!(error = %e, topic = m.topic(), "an output record was not delivered");
+                }
             }
             Ok(m) if slot != UNTRACKED => {
                 use rdkafka::message::Message;
