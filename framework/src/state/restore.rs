@@ -294,7 +294,7 @@ fn read_to(
             }));
         }
     }
-    writer.write().map_err(Replayed::Failed)?;
+    writer.finish().map_err(Replayed::Failed)?;
     Ok(read)
 }
 

@@ -450,58 +450,138 @@ impl PreparedBatch {
 /// Writes a restore's records into a tree (no checkpoint: the restore writes it last, so a
 /// crash in between leaves the old checkpoint, and a restart replays again — replaying a
 /// key's records in order again is harmless). Records are folded per key (the last one
-/// wins, as the changelog's order says) and written in batches of [`RESTORE_BATCH`] keys:
-/// fjall takes batches at several times the rate of single inserts.
-pub(crate) struct RestoreWriter<'t> {
-    tree: &'t Tree,
-    /// Stored key (prefixed) → last value read (`None`: a tombstone), not yet written.
+/// wins, as the changelog's order says) into batches of [`RESTORE_BATCH`] keys, which a
+/// thread of the writer's own commits in order while the restore reads on: fjall takes
+/// batches at several times the rate of single inserts, and reading and writing overlap.
+pub(crate) struct RestoreWriter {
+    tree: Tree,
+    /// Stored key (prefixed) → last value read (`None`: a tombstone), not yet handed over.
     /// fjall's own byte strings: short ones are inline, and the batch takes them as they are.
-    pending: FxHashMap<fjall::Slice, Option<fjall::Slice>>,
+    pending: RestoreBatch,
+    /// To the writing thread (started with the first full batch).
+    writing: Option<(
+        std::sync::mpsc::SyncSender<RestoreBatch>,
+        std::thread::JoinHandle<Result<()>>,
+    )>,
 }
+
+type RestoreBatch = FxHashMap<fjall::Slice, Option<fjall::Slice>>;
 
 /// Keys per restore batch.
 const RESTORE_BATCH: usize = 4096;
 
-impl<'t> RestoreWriter<'t> {
+/// Full batches waiting for the writing thread, at most.
+const RESTORE_BATCHES_QUEUED: usize = 2;
+
+fn restore_batch() -> RestoreBatch {
+    FxHashMap::with_capacity_and_hasher(RESTORE_BATCH, Default::default())
+}
+
+/// Writes one restore batch.
+fn write_restore_batch(tree: &Tree, pending: RestoreBatch) -> Result<()> {
+    let mut batch = tree.store.keyspace.batch();
+    for (k, v) in pending {
+        match v {
+            Some(v) => batch.insert(&tree.partition, k, v),
+            None => batch.remove(&tree.partition, k),
+        }
+    }
+    batch.commit().map_err(store_error("restore"))
+}
+
+impl RestoreWriter {
     /// A writer into `tree`.
-    pub(crate) fn new(tree: &'t Tree) -> Self {
+    pub(crate) fn new(tree: &Tree) -> Self {
         RestoreWriter {
-            tree,
-            pending: FxHashMap::with_capacity_and_hasher(RESTORE_BATCH, Default::default()),
+            tree: tree.clone(),
+            pending: restore_batch(),
+            writing: None,
         }
     }
 
     /// Puts one changelog record: a value, or `None` (a tombstone) to delete the key.
     ///
     /// # Errors
-    /// [`Error::State`] when the store fails.
+    /// [`Error::State`] when the store failed a batch written before.
     pub(crate) fn put(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         self.pending.insert(
             fjall::Slice::fused(&[DATA_PREFIX], key),
             value.map(fjall::Slice::new),
         );
         if self.pending.len() >= RESTORE_BATCH {
-            self.write()?;
+            self.hand_over()?;
         }
         Ok(())
     }
 
-    /// Writes what is pending; the writer stays usable.
+    /// Gives the pending batch to the writing thread (starting it).
+    fn hand_over(&mut self) -> Result<()> {
+        let full = std::mem::replace(&mut self.pending, restore_batch());
+        if self.writing.is_none() {
+            let (to_writer, batches) = std::sync::mpsc::sync_channel(RESTORE_BATCHES_QUEUED);
+            let tree = self.tree.clone();
+            let thread = std::thread::Builder::new()
+                .name("exactly-restore".into())
+                .spawn(move || {
+                    for batch in batches {
+                        write_restore_batch(&tree, batch)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| Error::State {
+                    op: "restore",
+                    message: format!("cannot start the restore's writing thread: {e}"),
+                })?;
+            self.writing = Some((to_writer, thread));
+        }
+        let (to_writer, _) = self.writing.as_ref().expect("started above");
+        if to_writer.send(full).is_err() {
+            // The thread stopped on an error: it says which.
+            return self.finish();
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and waits until every batch is in the store.
     ///
     /// # Errors
     /// [`Error::State`] when the store fails.
-    pub(crate) fn write(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        let last = std::mem::replace(&mut self.pending, restore_batch());
+        let Some((to_writer, thread)) = self.writing.take() else {
+            return if last.is_empty() {
+                Ok(())
+            } else {
+                write_restore_batch(&self.tree, last)
+            };
+        };
+        let sent = last.is_empty() || to_writer.send(last).is_ok();
+        drop(to_writer);
+        let written = thread.join().unwrap_or_else(|_| {
+            Err(Error::State {
+                op: "restore",
+                message: "the restore's writing thread panicked".into(),
+            })
+        });
+        written?;
+        if !sent {
+            return Err(Error::State {
+                op: "restore",
+                message: "the restore's writing thread stopped early".into(),
+            });
         }
-        let mut batch = self.tree.store.keyspace.batch();
-        for (k, v) in self.pending.drain() {
-            match v {
-                Some(v) => batch.insert(&self.tree.partition, k, v),
-                None => batch.remove(&self.tree.partition, k),
-            }
+        Ok(())
+    }
+}
+
+impl Drop for RestoreWriter {
+    fn drop(&mut self) {
+        // A restore that stopped early (an error) still waits for its thread: the tree
+        // must not be written after the restore returned.
+        if let Some((to_writer, thread)) = self.writing.take() {
+            drop(to_writer);
+            let _ = thread.join();
         }
-        batch.commit().map_err(store_error("restore"))
     }
 }
 
@@ -583,7 +663,7 @@ pub(crate) mod tests {
                     .unwrap();
             }
         }
-        writer.write().unwrap();
+        writer.finish().unwrap();
         assert_eq!(key_count(&tree), 5_000 - 5_000usize.div_ceil(7));
         assert_eq!(
             get(&tree, &8u32.to_be_bytes()).unwrap(),
