@@ -594,13 +594,10 @@ pub(crate) fn tree_name(operator: &str, state: &str, topic: &str, partition: i32
 pub(crate) mod tests {
     use super::*;
 
-    /// A store in a fresh directory under the system's temp dir, removed when dropped.
-    pub(crate) struct TempStore {
-        pub(crate) store: Store,
-        dir: std::path::PathBuf,
-    }
+    /// A fresh directory under the system's temp dir, removed when dropped.
+    struct TempDir(std::path::PathBuf);
 
-    impl TempStore {
+    impl TempDir {
         pub(crate) fn new(name: &str) -> Self {
             static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let dir = std::env::temp_dir().join(format!(
@@ -609,14 +606,39 @@ pub(crate) mod tests {
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ));
             let _ = std::fs::remove_dir_all(&dir);
-            let store = Store::open(&dir, 1024 * 1024, Unreadable::Refuse).unwrap();
-            TempStore { store, dir }
+            TempDir(dir)
         }
     }
 
-    impl Drop for TempStore {
+    impl Drop for TempDir {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A store in a [`TempDir`] (closed before the directory goes).
+    pub(crate) struct TempStore {
+        pub(crate) store: Store,
+        _dir: TempDir,
+    }
+
+    impl TempStore {
+        pub(crate) fn new(name: &str) -> Self {
+            let dir = TempDir::new(name);
+            let store = open(&dir.0, Unreadable::Refuse).unwrap();
+            TempStore { store, _dir: dir }
+        }
+    }
+
+    fn open(dir: &Path, unreadable: Unreadable) -> Result<Store> {
+        Store::open(dir, 1024 * 1024, unreadable)
+    }
+
+    /// Whether opening `dir` fails with an [`Error::State`] saying `what`.
+    fn refused_saying(dir: &Path, unreadable: Unreadable, what: &str) -> bool {
+        match open(dir, unreadable) {
+            Err(Error::State { message, .. }) => message.contains(what),
+            _ => false,
         }
     }
 
@@ -704,63 +726,42 @@ pub(crate) mod tests {
 
     #[test]
     fn a_store_is_held_by_one_handle_at_a_time() {
-        let dir = std::env::temp_dir().join(format!("exactly-store-lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, 1024 * 1024, Unreadable::Refuse).unwrap();
-        let held = |dir: &Path| {
-            let again = Store::open(dir, 1024 * 1024, Unreadable::Refuse);
-            matches!(&again, Err(Error::State { message, .. }) if message.contains("open in another program"))
-        };
-        assert!(held(&dir));
+        let dir = TempDir::new("lock");
+        let held = |dir: &Path| refused_saying(dir, Unreadable::Refuse, "open in another program");
+        let store = open(&dir.0, Unreadable::Refuse).unwrap();
+        assert!(held(&dir.0));
         // A tree keeps its store open after the store's handle is gone.
         let tree = store.tree("t").unwrap();
         drop(store);
-        assert!(held(&dir));
+        assert!(held(&dir.0));
         drop(tree);
-        let reopened = Store::open(&dir, 1024 * 1024, Unreadable::Refuse).unwrap();
+        let reopened = open(&dir.0, Unreadable::Refuse).unwrap();
         assert_eq!(reopened.tree_names(), vec!["t".to_string()]);
-        drop(reopened);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_damaged_store_is_rebuilt_with_a_changelog_and_refused_without() {
-        let dir =
-            std::env::temp_dir().join(format!("exactly-store-damaged-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, 1024 * 1024, Unreadable::Refuse).unwrap();
-        store.tree("t").unwrap();
-        drop(store);
-        std::fs::write(dir.join("version"), b"not fjall").unwrap();
-        let refused = Store::open(&dir, 1024 * 1024, Unreadable::Refuse);
-        assert!(
-            matches!(&refused, Err(Error::State { message, .. }) if message.contains("nothing can rebuild it")),
-            "{:?}",
-            refused.err()
-        );
-        let store = Store::open(&dir, 1024 * 1024, Unreadable::Delete).unwrap();
+        let dir = TempDir::new("damaged");
+        open(&dir.0, Unreadable::Refuse).unwrap().tree("t").unwrap();
+        std::fs::write(dir.0.join("version"), b"not fjall").unwrap();
+        assert!(refused_saying(
+            &dir.0,
+            Unreadable::Refuse,
+            "nothing can rebuild it"
+        ));
+        let store = open(&dir.0, Unreadable::Delete).unwrap();
         assert!(store.tree_names().is_empty());
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn an_older_store_is_removed_with_a_changelog_and_refused_without() {
-        let dir = std::env::temp_dir().join(format!("exactly-store-legacy-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("conf"), b"segment_size: 524288").unwrap();
-        std::fs::write(dir.join("db"), b"").unwrap();
-        let refused = Store::open(&dir, 1024 * 1024, Unreadable::Refuse);
-        assert!(
-            matches!(&refused, Err(Error::State { message, .. }) if message.contains("older exactly")),
-            "{:?}",
-            refused.err()
-        );
-        let store = Store::open(&dir, 1024 * 1024, Unreadable::Delete).unwrap();
-        assert!(!dir.join("conf").exists());
+        let dir = TempDir::new("legacy");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        std::fs::write(dir.0.join("conf"), b"segment_size: 524288").unwrap();
+        std::fs::write(dir.0.join("db"), b"").unwrap();
+        assert!(refused_saying(&dir.0, Unreadable::Refuse, "older exactly"));
+        let store = open(&dir.0, Unreadable::Delete).unwrap();
+        assert!(!dir.0.join("conf").exists());
         assert!(store.tree_names().is_empty());
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
