@@ -108,8 +108,8 @@ impl StateManager {
     /// Without a changelog: makes the cycle's applied batches durable (one fsync per cycle
     /// for all tasks), since nothing could rebuild a lost one. With a changelog it does
     /// nothing: every write reaches the OS at once and the disk in the background (every
-    /// 200 ms), and a batch lost in a crash
-    /// only leaves an older checkpoint, from which the changelog replays.
+    /// 200 ms), and a batch lost in a crash only leaves an older checkpoint, from which the
+    /// changelog replays.
     ///
     /// # Errors
     /// [`Error::State`] when the store cannot flush.

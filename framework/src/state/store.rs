@@ -393,7 +393,7 @@ pub(crate) fn key_count(tree: &Tree) -> usize {
 #[must_use = "a prepared batch does nothing until applied"]
 pub(crate) struct PreparedBatch {
     /// Stored key (prefixed) → value (`None`: delete), one entry per key.
-    changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    changes: Vec<(fjall::Slice, Option<fjall::Slice>)>,
     checkpoint: Vec<u8>,
 }
 
@@ -413,9 +413,15 @@ impl PreparedBatch {
         layer: &HashMap<Vec<u8>, Option<Vec<u8>>>,
         checkpoint: Checkpoint,
     ) -> Result<Self> {
+        // fjall's own byte strings, built once: the batch takes them as they are.
         let changes = layer
             .iter()
-            .map(|(k, v)| (data_key(k), v.clone()))
+            .map(|(k, v)| {
+                (
+                    fjall::Slice::fused(&[DATA_PREFIX], k),
+                    v.as_deref().map(fjall::Slice::new),
+                )
+            })
             .collect();
         let checkpoint = bincode::serde::encode_to_vec(checkpoint, bincode::config::standard())
             .map_err(|e| Error::State {
