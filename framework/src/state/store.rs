@@ -140,34 +140,28 @@ impl Store {
             }
             Err(TryLockError::Error(e)) => return Err(failed(e.to_string())),
         }
-        let keyspace = match (holds_legacy_store(dir), unreadable) {
-            (true, Unreadable::Refuse) => {
-                return Err(failed(
-                    "holds a state store written by an older exactly (sled), which this one \
-                     cannot read, and with state_changelog=false nothing can rebuild it: keep \
-                     running the older version, or delete the directory to start empty"
-                        .into(),
-                ))
+        let opened =
+            if holds_legacy_store(dir) {
+                Err("holds a state store written by an older exactly (sled), which this one cannot \
+                 read"
+                .to_string())
+            } else {
+                open_keyspace(dir, cache_bytes).map_err(|e| e.to_string())
+            };
+        let keyspace = match (opened, unreadable) {
+            (Ok(keyspace), _) => keyspace,
+            (Err(why), Unreadable::Refuse) => {
+                return Err(failed(format!(
+                    "{why}; with state_changelog=false nothing can rebuild it: repair it, keep \
+                     running the version that wrote it, or delete the directory (the state \
+                     starts empty)"
+                )))
             }
-            (true, Unreadable::Delete) => {
-                tracing::warn!(dir = %dir.display(), "the local store was written by an older exactly (sled): deleting it, the changelogs rebuild its states");
+            (Err(why), Unreadable::Delete) => {
+                tracing::warn!(dir = %dir.display(), %why, "the local store cannot be read: deleting it, the changelogs rebuild its states");
                 empty_dir(dir).map_err(|e| failed(e.to_string()))?;
                 open_keyspace(dir, cache_bytes).map_err(|e| failed(e.to_string()))?
             }
-            (false, _) => match (open_keyspace(dir, cache_bytes), unreadable) {
-                (Ok(k), _) => k,
-                (Err(e), Unreadable::Refuse) => {
-                    return Err(failed(format!(
-                        "{e}; with state_changelog=false nothing can rebuild it: repair or \
-                         delete the directory (the state starts empty)"
-                    )))
-                }
-                (Err(e), Unreadable::Delete) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "the local store cannot be read: deleting it, the changelogs rebuild its states");
-                    empty_dir(dir).map_err(|e| failed(e.to_string()))?;
-                    open_keyspace(dir, cache_bytes).map_err(|e| failed(e.to_string()))?
-                }
-            },
         };
         Ok(Store {
             keyspace,
